@@ -1,0 +1,34 @@
+# The README's two commands: `make search` (the main job) and `make test`. Each sets itself up.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: search test train bench lint clean
+
+# Create the virtualenv if missing and install the project (editable) with its test tools.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# The default search: the generalise space at laptop scale on an embedded local Ray.
+search: $(STAMP)
+	$(VENV)/bin/countnet search --space search_spaces/generalise.yaml --export bundles/best
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+# One training run of the default config (val_acc >= 0.95 on 2 cores, see README).
+train: $(STAMP)
+	$(VENV)/bin/countnet train --out runs/default
+
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf runs experiments bundles bench/results .pytest_cache

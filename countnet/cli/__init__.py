@@ -1,0 +1,47 @@
+"""The `countnet` command: built-in subcommands plus plug-ins from the `countnet.commands` group.
+
+Commands that need Ray (search, export) live in the `tune` package and plug in through entry
+points, so `countnet` itself never imports Ray and runs where only torch is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from importlib.metadata import entry_points
+
+from countnet.config import ConfigError
+from countnet.folder import DataError
+
+BUILTIN_COMMANDS = ("generate", "train", "predict", "diagnose", "overfit_check")
+ENTRY_POINT_GROUP = "countnet.commands"
+EXIT_BAD_INPUT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="countnet", description="Count objects in images with a CNN: train, search, "
+        "diagnose why the train loss sits above the val loss, and predict.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in BUILTIN_COMMANDS:
+        importlib.import_module(f"countnet.cli.{name}").register(sub)
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        ep.load()(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; bad input (config, data, files) -> one line on stderr, exit 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, DataError, FileNotFoundError) as e:
+        print(f"countnet {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:  # `countnet predict ... | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print(f"countnet {args.command}: interrupted", file=sys.stderr)
+        return 130

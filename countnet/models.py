@@ -1,0 +1,129 @@
+"""Model registry: name -> builder. Every model maps (B, C, H, W) images to (B,) counts.
+
+A model is a body (feature map) followed by a regression head: pooling -> optional dropout ->
+linear -> one output. Sum pooling suits counting: a count is a sum of local evidence, and the sum
+stays right when the image grows, where an average would need the image size baked in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torchvision
+
+from countnet.config import TrainConfig
+
+
+class CountHead(nn.Module):
+    """Pooling (avg | sum) -> dropout p -> linear -> (B,)."""
+
+    def __init__(self, in_features: int, pool: str = "sum", dropout: float = 0.0) -> None:
+        super().__init__()
+        if pool not in ("avg", "sum"):
+            raise ValueError(f"pool: must be avg or sum, got {pool!r}")
+        self.pool = pool
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_features, 1)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (B, F, h, w) -> (B,)
+        pooled = feats.sum((2, 3)) if self.pool == "sum" else feats.mean((2, 3))  # (B, F)
+        return self.fc(self.dropout(pooled)).squeeze(1)
+
+
+class CountNet(nn.Module):
+    """A body producing a feature map, and a CountHead."""
+
+    def __init__(self, body: nn.Module, features: int, pool: str, dropout: float) -> None:
+        super().__init__()
+        self.body = body
+        self.head = CountHead(features, pool, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B,)
+        return self.head(self.body(x))
+
+
+def simple(channels: int = 1, width: int = 32, depth: int = 5, batchnorm: bool = False,
+           pool: str = "sum", dropout: float = 0.0, **_: object) -> CountNet:
+    """A plain CNN that trains fast on a CPU: `depth` 3x3 convs, ReLU, stride 2 once.
+
+    Widths grow from width/2 to width. One early stride-2 conv quarters the cost; the receptive
+    field (>= 9 px for depth 5) covers a whole rectangle, so a corner detector plus sum pooling
+    can count exactly. Without BatchNorm by default: with it, the same net learned far slower.
+    """
+    if depth < 2:
+        raise ValueError(f"depth: simple needs >= 2 conv layers, got {depth}")
+    layers: list[nn.Module] = []
+    c_in = channels
+    for i in range(depth):
+        c_out = max(4, width // 2) if i == 0 else width
+        stride = 2 if i == 1 else 1
+        layers.append(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=not batchnorm))
+        if batchnorm:
+            layers.append(nn.BatchNorm2d(c_out))
+        layers.append(nn.ReLU(inplace=True))
+        c_in = c_out
+    return CountNet(nn.Sequential(*layers), c_in, pool, dropout)
+
+
+def _resnet(arch: str) -> Callable[..., CountNet]:
+    def build(channels: int = 1, pool: str = "avg", dropout: float = 0.0, small_stem: bool = True,
+              weights_path: str = "", **_: object) -> CountNet:
+        net = getattr(torchvision.models, arch)(weights=None)  # nothing is downloaded
+        if weights_path:
+            state = torch.load(Path(weights_path), map_location="cpu", weights_only=True)
+            net.load_state_dict(state)
+        if small_stem:
+            # 64 px inputs: a 3x3 stride-1 stem without max-pool keeps an 8x8 final map.
+            net.conv1 = nn.Conv2d(channels, 64, 3, stride=1, padding=1, bias=False)
+            net.maxpool = nn.Identity()
+        elif channels != 3:
+            net.conv1 = nn.Conv2d(channels, 64, 7, stride=2, padding=3, bias=False)
+        features = net.fc.in_features
+        body = nn.Sequential(*(m for name, m in net.named_children()
+                               if name not in ("avgpool", "fc")))
+        return CountNet(body, features, pool, dropout)
+
+    build.__doc__ = f"torchvision {arch} body (weights=None, or a local state_dict) + count head."
+    return build
+
+
+MODELS: dict[str, Callable[..., CountNet]] = {
+    "simple": simple,
+    "resnet18": _resnet("resnet18"),
+    "resnet34": _resnet("resnet34"),
+    "resnet50": _resnet("resnet50"),
+    "resnet101": _resnet("resnet101"),
+}
+
+
+def build_model(name: str, **options: object) -> CountNet:
+    """Build a registered model; unknown options are ignored by models that do not use them."""
+    if name not in MODELS:
+        raise ValueError(f"model: unknown {name!r}; registered: {', '.join(MODELS)}")
+    return MODELS[name](**options)
+
+
+def model_from_config(cfg: TrainConfig) -> CountNet:
+    """Build the run's model and apply freeze_body / freeze_bn."""
+    model = build_model(cfg.model, channels=cfg.channels, width=cfg.width, depth=cfg.depth,
+                        batchnorm=cfg.batchnorm, pool=cfg.pool, dropout=cfg.dropout,
+                        small_stem=cfg.small_stem, weights_path=cfg.weights_path)
+    if cfg.freeze_body:
+        for p in model.body.parameters():
+            p.requires_grad_(False)
+    return model
+
+
+def set_train_mode(model: nn.Module, cfg: TrainConfig) -> None:
+    """model.train(), but BatchNorm stays in eval when its statistics are frozen.
+
+    With freeze_body, BN statistics are frozen too: a frozen body should not drift.
+    """
+    model.train()
+    if cfg.freeze_bn or cfg.freeze_body:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()

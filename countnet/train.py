@@ -1,0 +1,246 @@
+"""The training loop, with honest losses. Knows nothing of Ray: callers pass `on_epoch_end`.
+
+Per epoch it reports three losses that frameworks usually conflate:
+- `train_loss`: the mean of the batch losses over the epoch, in train mode, while the weights were
+  still moving. This is what frameworks print; it lags behind the model at the end of the epoch.
+- `train_loss_eval`: a fixed training subset, in eval mode, without augmentation, after the epoch.
+- `val_loss`: the validation set, in eval mode, after the epoch.
+`gap` = val_loss - train_loss_eval compares like with like.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from countnet.augment import augment_batch
+from countnet.checkpoint import load_checkpoint, save_checkpoint
+from countnet.config import ConfigError, TrainConfig
+from countnet.datasets import Splits, load_splits
+from countnet.models import model_from_config, set_train_mode
+
+METRIC_KEYS = ("epoch", "lr", "train_loss", "train_loss_eval", "val_loss", "val_mae", "val_acc",
+               "val_off_by_one", "gap", "baseline_mse", "epoch_time_s", "images_per_s")
+# Fields that may differ between a checkpoint and the run that resumes it.
+RESUME_FREE_FIELDS = ("device", "threads", "eval_batch_size")
+DIVERGENCE_CHECK_EVERY = 20  # steps between finiteness checks (each one syncs a GPU)
+LR_RANGE_START = 1e-3  # lr_range starts at lr * this
+
+SaveFn = Callable[[str | Path], Path]
+EpochCallback = Callable[[dict[str, float], SaveFn], None]
+ProgressFn = Callable[[int, int, float], None]
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite; the epoch's metrics were already reported."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"training diverged in epoch {epoch} (non-finite loss)")
+        self.epoch = epoch
+
+
+def pick_device(cfg: TrainConfig) -> torch.device:
+    """CUDA when present (or asked for), else CPU."""
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def set_threads(n: int) -> None:
+    """Set torch's intra-op threads (n <= 0 leaves torch's default)."""
+    if n > 0 and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def loss_function(cfg: TrainConfig) -> nn.Module:
+    """MSE or Huber (delta = 1 object), averaged over the batch."""
+    return nn.HuberLoss(delta=1.0) if cfg.loss == "huber" else nn.MSELoss()
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD+momentum; optionally no weight decay on BatchNorm weights and biases."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        exempt = cfg.wd_exclude_bn_bias and (p.ndim <= 1 or name.endswith(".bias"))
+        (no_decay if exempt else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """torch's own schedulers, stepped once per batch."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    if cfg.schedule == "lr_range":
+        # Exponential rise from lr * LR_RANGE_START to lr over the run (Smith's LR range test).
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * LR_RANGE_START
+        gamma = (1.0 / LR_RANGE_START) ** (1.0 / max(1, total - 1))
+        return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma)
+    return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+
+
+def autocast(cfg: TrainConfig, device: torch.device) -> torch.autocast:
+    """bf16 autocast on CUDA when asked for; a no-op context otherwise."""
+    enabled = cfg.precision == "bf16" and device.type == "cuda"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Raw counts (N,) in fp32 for images x (N, C, H, W), in the model's current mode."""
+    outs = [model(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)]
+    return torch.cat(outs) if outs else x.new_zeros(0)
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             cfg: TrainConfig) -> dict[str, float]:
+    """Eval-mode loss, MAE, exact-count accuracy and off-by-<=1 rate. Restores the model's mode."""
+    was_training = model.training
+    model.eval()
+    pred = predict(model, x, cfg.eval_batch_size)  # (N,)
+    model.train(was_training)
+    err = (pred.round() - y).abs()
+    return {"loss": loss_function(cfg)(pred, y).item(), "mae": (pred - y).abs().mean().item(),
+            "acc": (err == 0).float().mean().item(), "off_by_one": (err <= 1).float().mean().item()}
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of one epoch's shuffling, augmentation and dropout: resuming needs no RNG replay."""
+    return seed * 1_000_003 + epoch
+
+
+class _Trainer:
+    """The mutable state of one run: model, optimiser, scheduler, epoch, history."""
+
+    def __init__(self, cfg: TrainConfig, splits: Splits, device: torch.device) -> None:
+        self.cfg, self.splits, self.device = cfg, splits, device
+        torch.manual_seed(cfg.seed)
+        self.model = model_from_config(cfg).to(device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.steps = math.ceil(len(splits.train_x) / cfg.batch_size)
+        self.opt = build_optimizer(self.model, cfg)
+        self.sched = build_scheduler(self.opt, cfg, self.steps)
+        self.crit = loss_function(cfg)
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+        n_eval = min(len(splits.val_x), cfg.train_eval_size, len(splits.train_x))
+        self.train_eval_x, self.train_eval_y = splits.train_x[:n_eval], splits.train_y[:n_eval]
+        self.baseline_mse = splits.val_y.var(unbiased=False).item()
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "epoch": self.epoch,
+                "rng": torch.get_rng_state(), "config": self.cfg.to_dict(),
+                "history": list(self.history)}
+
+    def save(self, directory: str | Path) -> Path:
+        return save_checkpoint(directory, self.state())
+
+    def restore(self, path: str | Path) -> None:
+        state = load_checkpoint(path, map_location=self.device)
+        saved = TrainConfig.from_dict(state["config"]).to_dict()
+        wanted = self.cfg.to_dict()
+        diff = [k for k in wanted if k not in RESUME_FREE_FIELDS and saved[k] != wanted[k]]
+        if diff:
+            raise ConfigError(f"resume: checkpoint {path} was trained with other values of "
+                              f"{', '.join(diff)}")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.history = [dict(h) for h in state["history"]]
+        torch.set_rng_state(state["rng"].cpu())
+
+    def train_epoch(self, progress: ProgressFn | None) -> tuple[float, float, float]:
+        """One pass in train mode. Returns (mean batch loss, last lr, seconds)."""
+        cfg, x, y = self.cfg, self.splits.train_x, self.splits.train_y
+        seed = epoch_seed(cfg.seed, self.epoch)
+        torch.manual_seed(seed)  # dropout draws
+        gen = torch.Generator().manual_seed(seed)  # shuffle + augmentation draws, on the CPU
+        perm = torch.randperm(len(x), generator=gen).to(self.device)
+        set_train_mode(self.model, cfg)
+        total = torch.zeros((), device=self.device)
+        seen, lr = 0, self.opt.param_groups[0]["lr"]
+        t0 = time.perf_counter()
+        for step in range(self.steps):
+            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            xb = augment_batch(x[idx], cfg.augment, gen)  # (b, C, H, W)
+            if cfg.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast(cfg, self.device):
+                pred = self.model(xb)
+            loss = self.crit(pred.float(), y[idx])
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            lr = self.opt.param_groups[0]["lr"]
+            self.opt.step()
+            self.sched.step()
+            total += loss.detach() * len(idx)
+            seen += len(idx)
+            if progress is not None or step % DIVERGENCE_CHECK_EVERY == 0:
+                value = loss.item()
+                if progress is not None:
+                    progress(step + 1, self.steps, value)
+                if not math.isfinite(value):
+                    break
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return (total / seen).item(), lr, time.perf_counter() - t0
+
+    def run_epoch(self, progress: ProgressFn | None) -> dict[str, float]:
+        t0 = time.perf_counter()
+        self.epoch += 1
+        train_loss, lr, train_time = self.train_epoch(progress)
+        tr = evaluate(self.model, self.train_eval_x, self.train_eval_y, self.cfg)
+        va = evaluate(self.model, self.splits.val_x, self.splits.val_y, self.cfg)
+        metrics = {
+            "epoch": self.epoch, "lr": lr, "train_loss": train_loss,
+            "train_loss_eval": tr["loss"], "val_loss": va["loss"], "val_mae": va["mae"],
+            "val_acc": va["acc"], "val_off_by_one": va["off_by_one"],
+            "gap": va["loss"] - tr["loss"], "baseline_mse": self.baseline_mse,
+            "epoch_time_s": time.perf_counter() - t0,
+            "images_per_s": len(self.splits.train_x) / max(train_time, 1e-9),
+        }
+        self.history.append(metrics)
+        return metrics
+
+
+def fit(cfg: TrainConfig, on_epoch_end: EpochCallback | None = None, *,
+        resume_from: str | Path | None = None, splits: Splits | None = None,
+        progress: ProgressFn | None = None) -> list[dict[str, float]]:
+    """Train `cfg` and return the history: one dict of METRIC_KEYS per epoch.
+
+    on_epoch_end(metrics, save) runs after every epoch; `save(directory)` writes checkpoint.pt
+    there. resume_from (a checkpoint.pt or its directory) continues after its epoch, exactly as an
+    uninterrupted run would on the CPU. Raises Diverged after reporting a non-finite epoch.
+    """
+    set_threads(cfg.threads)
+    device = pick_device(cfg)
+    splits = splits if splits is not None else load_splits(cfg, device)
+    trainer = _Trainer(cfg, splits, device)
+    if resume_from is not None:
+        trainer.restore(resume_from)
+    while trainer.epoch < cfg.epochs:
+        metrics = trainer.run_epoch(progress)
+        if on_epoch_end is not None:
+            on_epoch_end(dict(metrics), trainer.save)
+        if not math.isfinite(metrics["train_loss"]):
+            raise Diverged(trainer.epoch)
+    return trainer.history

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from countnet.config import TrainConfig
+from countnet.models import MODELS, build_model, model_from_config
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("pool", ["avg", "sum"])
+def test_every_registered_model_gives_one_finite_count_per_image(name, pool) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, channels=3 if name == "resnet18" else 1, pool=pool, dropout=0.2)
+    x = torch.rand(2, 3 if name == "resnet18" else 1, 64, 64)
+    model.train()
+    out = model(x)
+    assert out.shape == (2,)
+    assert torch.isfinite(out).all()
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(x)).all()
+
+
+def test_resnet_large_stem_and_local_weights(tmp_path) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "r18.pt"
+    torch.save(ref.state_dict(), path)
+    model = build_model("resnet18", channels=3, small_stem=False, weights_path=str(path))
+    assert torch.equal(model.body[0].weight, ref.conv1.weight)  # the local file was loaded
+    assert model(torch.rand(1, 3, 96, 96)).shape == (1,)
+
+
+def test_unknown_model_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown 'vgg'"):
+        build_model("vgg")
+
+
+def test_freeze_body_leaves_only_the_head_trainable() -> None:
+    model = model_from_config(TrainConfig(model="resnet18", freeze_body=True))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"head.fc.weight", "head.fc.bias"}
