@@ -28,7 +28,7 @@ def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> tor
         return out
     if kind == "crop":
         scale = CROP_MIN_SCALE + (1 - CROP_MIN_SCALE) * torch.rand(b, generator=generator)
-        shift = (1 - scale) * (2 * torch.rand(b, 2, generator=generator) - 1)  # (B, 2) in [-1, 1]
+        shift = (1 - scale)[:, None] * (2 * torch.rand(b, 2, generator=generator) - 1)  # (B, 2)
         theta = torch.zeros(b, 2, 3)
         theta[:, 0, 0] = scale
         theta[:, 1, 1] = scale

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import torch
+
+from countnet.augment import augment_batch
+from countnet.scenes import SceneSpec, render
+
+
+def test_dihedral_preserves_every_pixel_value_and_count() -> None:
+    x, _ = render(SceneSpec(noise=0.0), 0, torch.arange(32))
+    out = augment_batch(x, "dihedral", torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    # A flip/rotation permutes pixels: the sorted values of each image are unchanged.
+    assert torch.equal(out.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+    assert not torch.equal(out, x)
+
+
+def test_same_generator_seed_same_augmentation() -> None:
+    x, _ = render(SceneSpec(), 0, torch.arange(8))
+    for kind in ("dihedral", "crop"):
+        a = augment_batch(x, kind, torch.Generator().manual_seed(3))
+        b = augment_batch(x, kind, torch.Generator().manual_seed(3))
+        assert torch.equal(a, b)
+
+
+def test_crop_changes_images_for_any_batch_size() -> None:
+    for b in (1, 5, 32):
+        x, _ = render(SceneSpec(), 0, torch.arange(b))
+        out = augment_batch(x, "crop", torch.Generator().manual_seed(0))
+        assert out.shape == x.shape and not torch.equal(out, x)
+
+
+def test_none_is_identity() -> None:
+    x = torch.rand(4, 1, 8, 8)
+    assert augment_batch(x, "none", torch.Generator()) is x
