@@ -1,0 +1,140 @@
+"""Search-space files: shipped spaces, validation errors (exit 2), define-by-run conditions.
+
+No Ray here: validation happens before Ray starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from countnet.cli import main
+from countnet.config import field_names
+from tests.tune.conftest import MAIN_SPACE, write_space
+from tune.space import DefineByRun, SearchSpace, load_space, parse_space, trial_config
+
+SHIPPED = sorted(p.name for p in files("search_spaces").iterdir() if p.name.endswith(".yaml"))
+
+
+def test_shipped_spaces_exist() -> None:
+    assert {"generalise.yaml", "overfit.yaml", "forum.yaml", "smoke.yaml"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_key_of_every_shipped_space_is_a_trainconfig_field(name: str) -> None:
+    raw = yaml.safe_load((files("search_spaces") / name).read_text())
+    fields = set(field_names())
+    keys = set(raw.get("fixed", {})) | set(raw.get("search", {}))
+    conditions = {f for spec in raw.get("search", {}).values() for f in spec.get("when", {})}
+    assert keys and keys <= fields
+    assert conditions <= fields
+    space = load_space(files("search_spaces") / name)  # and it validates
+    assert parse_space(space.to_dict(), name) == space.replace(path=name)
+
+
+def test_shipped_targets() -> None:
+    spaces = {n: load_space(files("search_spaces") / n) for n in SHIPPED}
+    assert (spaces["generalise.yaml"].metric, spaces["generalise.yaml"].mode) == ("val_loss", "min")
+    assert (spaces["overfit.yaml"].metric, spaces["overfit.yaml"].mode) == ("gap", "max")
+    over = spaces["overfit.yaml"]
+    assert over.fixed["dropout"] == 0 and over.fixed["weight_decay"] == 0
+    assert over.fixed["augment"] == "none"
+    models = next(p for p in over.params if p.name == "model").values
+    assert {"resnet50", "resnet101"} <= set(models)
+    forum = spaces["forum.yaml"]
+    assert forum.fixed["model"] == "resnet34" and forum.fixed["freeze_body"] is True
+    lr = next(p for p in forum.params if p.name == "lr")
+    assert lr.low < 5e-2 < lr.high
+
+
+def _broken(mutate) -> dict:
+    raw = copy.deepcopy(MAIN_SPACE)
+    mutate(raw)
+    return raw
+
+
+INVALID = [
+    ("unknown field", lambda r: r["search"].update(learning_rate={"type": "uniform", "low": 0,
+                                                                  "high": 1}),
+     "search.learning_rate", "not a TrainConfig field"),
+    ("unknown fixed field", lambda r: r["fixed"].update(colour="red"),
+     "fixed.colour", "not a TrainConfig field"),
+    ("low >= high", lambda r: r["search"]["lr"].update(low=0.1, high=0.01),
+     "search.lr.low", "must be < high"),
+    ("wrong type", lambda r: r["search"].update(depth={"type": "uniform", "low": 2, "high": 5}),
+     "search.depth.type", "needs a float field"),
+    ("wrong fixed type", lambda r: r["fixed"].update(train_size="many"),
+     "train_size", "expected int"),
+    ("empty choice", lambda r: r["search"]["width"].update(values=[]),
+     "search.width.values", "non-empty list"),
+    ("bad target", lambda r: r.update(target="overfitting"),
+     "target", "must be one of generalise, overfit"),
+    ("bad choice value", lambda r: r["search"].update(pool={"type": "choice",
+                                                             "values": ["sum", "max"]}),
+     "search.pool", "must be one of avg, sum"),
+    ("epochs searched", lambda r: r["search"].update(epochs={"type": "int", "low": 1, "high": 3}),
+     "search.epochs", "scheduler.max_epochs"),
+    ("condition on a later field", lambda r: r["search"]["lr"].update(when={"width": 16}),
+     "search.lr.when.width", "searched before"),
+]
+
+
+@pytest.mark.parametrize(("case", "mutate", "key", "reason"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_space_exits_2_with_one_line(case, mutate, key, reason, tmp_path, capsys) -> None:
+    path = write_space(tmp_path / "bad.yaml", _broken(mutate))
+    storage = tmp_path / "experiments"
+    code = main(["search", "--space", str(path), "--storage", str(storage)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert str(path) in err and key in err and reason in err, err
+    assert not storage.exists()  # refused before Ray or any experiment started
+
+
+def test_missing_space_file_exits_2(tmp_path, capsys) -> None:
+    assert main(["search", "--space", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def _sample(space: SearchSpace, n: int, seed: int = 0) -> list[dict]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        DefineByRun(space)(trial)
+        out.append(dict(trial.params))
+        study.tell(trial, 0.0)
+    return out
+
+
+def test_define_by_run_conditions() -> None:
+    space = parse_space(MAIN_SPACE)
+    samples = _sample(space, 40)
+    for params in samples:
+        # batchnorm is only searched for width 16; dropout only when its switch is on.
+        assert ("batchnorm" in params) == (params["width"] == 16)
+        assert ("dropout" in params) == params["use_dropout"]
+        assert 1e-4 <= params["lr"] <= 3e-2
+    assert any(p["use_dropout"] for p in samples) and not all(p["use_dropout"] for p in samples)
+
+
+def test_trial_config_drops_switches_and_keeps_defaults() -> None:
+    space = parse_space(MAIN_SPACE)
+    params = {"lr": 1e-3, "width": 8, "use_dropout": False, "batch_size": 16}
+    cfg = trial_config({**space.base_config(), **params})
+    assert cfg.dropout == 0.0 and cfg.lr == 1e-3 and cfg.epochs == space.max_epochs
+
+
+def test_tune_cli_imports_without_ray() -> None:
+    code = ("import sys, tune.cli, tune.space; "
+            "print(any(m == 'ray' or m.startswith('ray.') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parents[2])
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,149 @@
+"""`countnet search` and `countnet export`, plugged into the `countnet` command by entry points.
+
+This module must not import Ray at import time (`countnet --help` runs without it): the command
+modules are imported inside `run_*`. Bad input raises ConfigError, which `countnet` turns into one
+line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from importlib.resources import files
+from pathlib import Path
+
+from countnet.config import ConfigError
+from tune.space import SearchSpace, load_space
+
+DEFAULT_STORAGE = "experiments"
+EXIT_INTERRUPTED = 130  # as for Ctrl+C: the search stopped before num_samples trials finished
+SMOKE_SPACE = "smoke.yaml"
+
+
+def register_search(sub: argparse._SubParsersAction) -> None:
+    """Add `countnet search`."""
+    p = sub.add_parser(
+        "search", help="hyperparameter search (Ray Tune + Optuna TPE + ASHA)",
+        description="Search a space of TrainConfig values with Ray Tune, Optuna's TPE sampler and "
+        "ASHA early stopping. Prints the top trials, the best checkpoint and the tensorboard "
+        "command. The Optuna study is stored in SQLite in the experiment directory.")
+    p.add_argument("--space", type=Path, help="search-space YAML (see search_spaces/)")
+    p.add_argument("--resume", type=Path, metavar="EXPERIMENT_DIR",
+                   help="continue an interrupted search in EXPERIMENT_DIR")
+    p.add_argument("--num-samples", type=int, help="trials (overrides the space)")
+    p.add_argument("--max-epochs", type=int, help="epochs of a full trial (overrides the space)")
+    p.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT (default: start an "
+                   "embedded local Ray)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help="where experiments go (default %(default)s): a directory, which on a "
+                   "multi-node cluster every node must see (NFS), or an s3:// URI")
+    p.add_argument("--name", help="experiment name (default: <space>-<date>-<time>)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler (default 0)")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="times Ray restarts a crashed trial from its last checkpoint (default 2)")
+    p.add_argument("--export", type=Path, metavar="BUNDLE_DIR",
+                   help="after the search, export the best checkpoint as a bundle")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="4 trials x 3 epochs of tiny data on the embedded Ray (about a minute)")
+    p.set_defaults(func=run_search)
+
+
+def register_export(sub: argparse._SubParsersAction) -> None:
+    """Add `countnet export`."""
+    p = sub.add_parser(
+        "export", help="export the best checkpoint of a search as a bundle",
+        description="Pick the best trial by the target metric over all its epochs, take the "
+        "checkpoint of that epoch (not the last one), and write a bundle (model.pt, "
+        "config.json, metrics.json) that `countnet predict` loads without Ray.")
+    p.add_argument("experiment", nargs="?", type=Path, metavar="EXPERIMENT_DIR")
+    p.add_argument("--out", type=Path, metavar="BUNDLE_DIR", help="bundle directory to write")
+    p.add_argument("--metric", help="rank by this metric (default: the search's target)")
+    p.add_argument("--mode", choices=("min", "max"),
+                   help="with --metric: whether lower or higher is better")
+    p.add_argument("--confirm-seeds", type=int, default=0, metavar="N",
+                   help="retrain the winner with N other seeds; mean and std of val_loss and "
+                   "val_acc go into metrics.json")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="run a smoke search in a temporary directory, export it and predict")
+    p.set_defaults(func=run_export)
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from tune.export import export_best
+    from tune.search import print_summary, resume_search
+    from tune.search import run_search as search
+
+    if args.resume is not None:
+        if args.space is not None or args.smoke_test:
+            raise ConfigError("--resume takes no --space or --smoke-test: the experiment "
+                              "directory holds its space")
+        outcome = resume_search(args.resume, address=args.address)
+    else:
+        if args.smoke_test == (args.space is not None):
+            raise ConfigError("give --space FILE, --resume EXPERIMENT_DIR or --smoke-test")
+        path = files("search_spaces") / SMOKE_SPACE if args.smoke_test else args.space
+        space = apply_overrides(load_space(path), args.num_samples, args.max_epochs)
+        name = args.name or f"{Path(str(path)).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if args.max_failures < 0:
+            raise ConfigError(f"--max-failures: must be >= 0, got {args.max_failures}")
+        outcome = search(space, storage=args.storage, name=name, seed=args.seed,
+                         address=args.address, max_failures=args.max_failures)
+    print_summary(outcome)
+    if not outcome.finished:
+        return EXIT_INTERRUPTED
+    if args.export is not None:
+        if outcome.best is None:
+            print("nothing to export", file=sys.stderr)
+            return 1
+        export_best(outcome.exp_dir, args.export)
+    return 0
+
+
+def apply_overrides(space: SearchSpace, num_samples: int | None,
+                    max_epochs: int | None) -> SearchSpace:
+    """--num-samples / --max-epochs on a loaded space (grace_period shrinks with max_epochs)."""
+    if num_samples is not None:
+        if num_samples < 1:
+            raise ConfigError(f"--num-samples: must be >= 1, got {num_samples}")
+        space = space.replace(num_samples=num_samples)
+    if max_epochs is not None:
+        if max_epochs < 1:
+            raise ConfigError(f"--max-epochs: must be >= 1, got {max_epochs}")
+        space = space.replace(max_epochs=max_epochs,
+                              grace_period=min(space.grace_period, max_epochs))
+    return space
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from tune.export import export_best
+
+    if args.smoke_test:
+        return export_smoke_test()
+    if args.experiment is None or args.out is None:
+        raise ConfigError("usage: countnet export EXPERIMENT_DIR --out BUNDLE_DIR")
+    if args.confirm_seeds < 0:
+        raise ConfigError(f"--confirm-seeds: must be >= 0, got {args.confirm_seeds}")
+    export_best(args.experiment, args.out, metric=args.metric, mode=args.mode,
+                confirm_seeds=args.confirm_seeds)
+    return 0
+
+
+def export_smoke_test() -> int:
+    """Smoke search -> export -> predict, all in a temporary directory."""
+    from countnet.generate import write_dataset
+    from countnet.predict import count_images
+    from countnet.scenes import SceneSpec
+    from tune.export import export_best
+    from tune.search import run_search as search
+
+    with tempfile.TemporaryDirectory() as tmp:
+        space = load_space(files("search_spaces") / SMOKE_SPACE)
+        outcome = search(space, storage=tmp, name="smoke", seed=0, verbose=0)
+        bundle = Path(tmp) / "bundle"
+        export_best(outcome.exp_dir, bundle)
+        write_dataset(Path(tmp) / "images", SceneSpec(), 4, seed=7)
+        for path, raw in count_images(bundle, [Path(tmp) / "images"]):
+            print(f"{path.name},{max(0, round(raw))},{raw:.3f}")
+    return 0

@@ -1,0 +1,107 @@
+"""`countnet export`: the best epoch of the best trial of a search, as a bundle.
+
+"Best" is over every epoch of every trial: a trial whose val_loss bottomed out at epoch 5 of 8 is
+exported with its epoch-5 weights, from the checkpoint Ray kept because it ranked best by the
+target metric. Diverged trials are never candidates. The bundle loads without Ray.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from countnet.bundle import write_bundle
+from countnet.checkpoint import load_checkpoint
+from countnet.config import ConfigError, TrainConfig
+from countnet.train import METRIC_KEYS, Diverged, fit
+from tune.results import TrialSummary, best_row, load_trials, read_search_info
+from tune.storage import normalise
+
+
+def export_best(exp_dir: str | Path, out_dir: str | Path, *, metric: str | None = None,
+                mode: str | None = None, confirm_seeds: int = 0) -> dict[str, Any]:
+    """Write the bundle of the best (trial, epoch) and return its metrics.json content."""
+    info = read_search_info(exp_dir)
+    metric, mode = _metric_and_mode(info, metric, mode)
+    trials = load_trials(exp_dir, metric, mode)
+    trial, row = pick_best(trials, metric, mode)
+    epoch = int(row["epoch"])
+    checkpoint = trial.checkpoints[epoch]
+    with checkpoint.as_directory() as local:  # downloads when the experiment is remote
+        state = load_checkpoint(local)
+    if int(state["epoch"]) != epoch:  # Ray's bookkeeping and the file must agree
+        raise ConfigError(f"{checkpoint.path}: holds epoch {state['epoch']}, expected {epoch}")
+    cfg = TrainConfig.from_dict(state["config"])
+    metrics: dict[str, Any] = {
+        "trial_id": trial.trial_id, "epoch": epoch, "metrics": row,
+        "target": info.get("target"), "metric": metric, "mode": mode,
+        "experiment": normalise(exp_dir), "checkpoint": checkpoint.path, "searched": trial.params,
+    }
+    if confirm_seeds:
+        metrics["confirm_seeds"] = confirm(cfg, epoch, confirm_seeds)
+    write_bundle(out_dir, state["model"], cfg, metrics)
+    print(f"exported trial {trial.trial_id} epoch {epoch} ({metric}={row[metric]:.4g}, "
+          f"val_acc={row['val_acc']:.3f}) to {out_dir}", flush=True)
+    return metrics
+
+
+def pick_best(trials: list[TrialSummary], metric: str,
+              mode: str) -> tuple[TrialSummary, dict[str, Any]]:
+    """The best (trial, epoch row) among epochs whose checkpoint Ray kept."""
+    candidates = []
+    for t in trials:
+        if t.diverged:
+            continue
+        row = best_row(t.history, metric, mode, epochs=set(t.checkpoints))
+        if row is not None:
+            candidates.append((t, row))
+    if not candidates:
+        raise ConfigError(f"no trial has a kept checkpoint with a finite {metric} "
+                          f"(all diverged, failed, or nothing ran)")
+    pick = min if mode == "min" else max
+    trial, row = pick(candidates, key=lambda c: c[1][metric])
+    overall = [t.best[metric] for t in trials if t.best is not None and not t.diverged]
+    if overall and pick(overall) != row[metric]:
+        # Only when ranking by another metric than the one Ray kept checkpoints by.
+        print(f"note: the best {metric} ({pick(overall):.4g}) was at an epoch whose checkpoint "
+              f"was not kept; exporting the best kept one ({row[metric]:.4g})")
+    return trial, row
+
+
+def confirm(cfg: TrainConfig, epoch: int, n: int) -> dict[str, Any]:
+    """Retrain `cfg` with n other seeds; mean and std of val_loss and val_acc at `epoch`."""
+    seeds = [cfg.seed + 1 + i for i in range(n)]
+    rows = []
+    for seed in seeds:
+        try:
+            # threads=0: all of this machine's cores, not the trial's share.
+            history = fit(cfg.replace(seed=seed, threads=0))
+        except Diverged:
+            history = [{"val_loss": float("nan"), "val_acc": 0.0}]
+        rows.append(history[min(epoch, len(history)) - 1])
+        print(f"confirm seed {seed}: val_loss={rows[-1]['val_loss']:.4g} "
+              f"val_acc={rows[-1]['val_acc']:.3f}", flush=True)
+    out: dict[str, Any] = {"seeds": seeds, "epoch": epoch}
+    for key in ("val_loss", "val_acc"):
+        values = [r[key] for r in rows]
+        out[key] = {"mean": statistics.fmean(values),
+                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    "values": values}
+    return out
+
+
+def _metric_and_mode(info: dict[str, Any], metric: str | None,
+                     mode: str | None) -> tuple[str, str]:
+    if metric is not None and metric not in METRIC_KEYS:
+        raise ConfigError(f"--metric: must be one of {', '.join(METRIC_KEYS)}; got {metric!r}")
+    if metric is None:
+        if not info:
+            raise ConfigError("--metric and --mode are required: no countnet_search.json in "
+                              "the experiment directory")
+        return info["metric"], mode or info["mode"]
+    if mode is None:
+        if metric != info.get("metric"):
+            raise ConfigError(f"--mode: required with --metric {metric} (min or max)")
+        mode = info["mode"]
+    return metric, mode

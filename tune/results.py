@@ -1,0 +1,158 @@
+"""Reading a finished (or interrupted) experiment directory: per-trial histories and the best.
+
+Everything is read back with Ray's own `ExperimentAnalysis`/`ResultGrid` from the files Ray wrote,
+so `countnet export` works on a machine where no Ray cluster is running. A trial's best epoch is
+the best finite value of the metric over all its epochs; diverged trials are never "best".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Checkpoint, ExperimentAnalysis, ResultGrid
+
+from countnet.checkpoint import CHECKPOINT_FILE
+from countnet.config import ConfigError
+from countnet.train import METRIC_KEYS
+from tune.optuna_search import DIVERGED_KEY
+from tune.storage import is_uri, normalise, read_text
+
+SEARCH_INFO_FILE = "countnet_search.json"  # target, metric, mode, seed, space: written by search
+STUDY_FILE = "optuna.db"  # the Optuna study (SQLite) in the experiment directory
+
+
+@dataclass
+class TrialSummary:
+    """One trial as the table and the export see it."""
+
+    trial_id: str
+    path: str
+    status: str  # Ray's: TERMINATED, ERROR, RUNNING, PENDING, PAUSED
+    params: dict[str, Any]  # the searched values
+    config: dict[str, Any]  # the whole trial config
+    history: list[dict[str, Any]]  # one row per epoch: METRIC_KEYS + diverged
+    checkpoints: dict[int, Checkpoint] = field(default_factory=dict)  # epoch -> kept checkpoint
+    best: dict[str, Any] | None = None  # the history row with the best metric value
+
+    @property
+    def epochs_run(self) -> int:
+        return int(self.history[-1]["epoch"]) if self.history else 0
+
+    @property
+    def diverged(self) -> bool:
+        return any(row.get(DIVERGED_KEY) is True for row in self.history)
+
+    @property
+    def stopped_early(self) -> bool:
+        """Ended cleanly before its planned epochs: ASHA stopped it."""
+        planned = int(self.config.get("epochs", 0))
+        return self.status == "TERMINATED" and not self.diverged and self.epochs_run < planned
+
+    @property
+    def outcome(self) -> str:
+        if self.diverged:
+            return "diverged"
+        if self.status == "ERROR":
+            return "error"
+        if self.stopped_early:
+            return f"stopped@{self.epochs_run}"
+        return "complete" if self.status == "TERMINATED" else self.status.lower()
+
+
+def read_search_info(exp_dir: str | Path) -> dict[str, Any]:
+    """The search's own record (target, metric, mode, ...); {} for a foreign experiment."""
+    text = read_text(f"{normalise(exp_dir)}/{SEARCH_INFO_FILE}")
+    return json.loads(text) if text else {}
+
+
+def load_trials(exp_dir: str | Path, metric: str, mode: str) -> list[TrialSummary]:
+    """Every trial of an experiment directory, each with its best epoch by `metric`."""
+    exp = normalise(exp_dir)
+    local = not is_uri(exp)
+    if local and not any(Path(exp).glob("experiment_state-*.json")):
+        raise ConfigError(f"{exp}: not a Ray Tune experiment directory (no experiment_state)")
+    analysis = ExperimentAnalysis(exp, default_metric=metric, default_mode=mode)
+    results = {r.path: r for r in ResultGrid(analysis)}
+    out = []
+    for trial in analysis.trials:
+        result = results.get(trial.path)
+        dfs = analysis.trial_dataframes  # keyed by trial id in Ray 2.60 (by path before)
+        df = dfs.get(trial.trial_id, dfs.get(trial.path))
+        rows = [] if df is None else df.to_dict("records")
+        history = [{k: _native(row[k]) for k in (*METRIC_KEYS, DIVERGED_KEY) if k in row}
+                   for row in rows]
+        kept = {} if result is None else {
+            int(m["epoch"]): c for c, m in result.best_checkpoints
+            if "epoch" in m and (not local or (Path(c.path) / CHECKPOINT_FILE).is_file())}
+        summary = TrialSummary(trial.trial_id, trial.path, str(trial.status),
+                               dict(trial.evaluated_params or {}), dict(trial.config), history,
+                               kept)
+        summary.best = best_row(summary.history, metric, mode)
+        out.append(summary)
+    return out
+
+
+def best_row(history: list[dict[str, Any]], metric: str, mode: str,
+             epochs: set[int] | None = None) -> dict[str, Any] | None:
+    """The row with the best finite `metric` (optionally only among `epochs`)."""
+    rows = [r for r in history if _finite(r.get(metric)) and r.get(DIVERGED_KEY) is not True
+            and (epochs is None or int(r["epoch"]) in epochs)]
+    if not rows:
+        return None
+    pick = min if mode == "min" else max
+    return pick(rows, key=lambda r: r[metric])
+
+
+def rank(trials: list[TrialSummary], metric: str, mode: str) -> list[TrialSummary]:
+    """Trials that can be best (not diverged, with a finite value), best first."""
+    ok = [t for t in trials if t.best is not None and not t.diverged]
+    return sorted(ok, key=lambda t: t.best[metric], reverse=mode == "max")
+
+
+def format_table(trials: list[TrialSummary], metric: str, mode: str, top: int = 10) -> str:
+    """The top trials by `metric` (values at each trial's best epoch), then the others."""
+    ranked = rank(trials, metric, mode)
+    others = [t for t in trials if t not in ranked]
+    cols = ("trial", "epochs", "outcome", "best@", metric, "val_loss", "val_acc", "gap", "config")
+    lines = []
+    for t in ranked[:top] + others:
+        b = t.best or {}
+        lines.append((t.trial_id, str(t.epochs_run), t.outcome, str(b.get("epoch", "-")),
+                      _fmt(b.get(metric)), _fmt(b.get("val_loss")), _fmt(b.get("val_acc")),
+                      _fmt(b.get("gap")), format_params(t.params)))
+    if metric in ("val_loss", "val_acc", "gap"):  # no duplicate column
+        lines = [row[:4] + row[5:] for row in lines]
+        cols = cols[:4] + cols[5:]
+    widths = [max(len(c), *(len(r[i]) for r in lines)) if lines else len(c)
+              for i, c in enumerate(cols)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
+    shown = len(ranked[:top])
+    head = (f"top {shown} of {len(ranked)} ranked trials by {metric} ({mode}) at their best "
+            f"epoch; {len(others)} unranked (diverged, errored or without results)")
+    return "\n".join([head, fmt.format(*cols), *(fmt.format(*r) for r in lines)])
+
+
+def format_params(params: dict[str, Any]) -> str:
+    """`lr=0.0031 width=16 ...` with short floats."""
+    return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+
+
+def _native(v: Any) -> Any:
+    """numpy scalars from pandas -> Python values (JSON-safe)."""
+    return v.item() if hasattr(v, "item") else v
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return "-" if v is None else str(v)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
