@@ -24,8 +24,9 @@ test: $(STAMP)
 train: $(STAMP)
 	$(VENV)/bin/countnet train --out runs/default
 
+# `make bench BENCH_ARGS=--quick` runs the 2-minute sizes.
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

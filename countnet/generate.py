@@ -12,7 +12,7 @@ from PIL import Image
 from countnet.folder import LABELS_CSV
 from countnet.scenes import SceneSpec, render
 
-WRITE_CHUNK = 1024  # images rendered per call
+WRITE_CHUNK = 256  # images rendered per call
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

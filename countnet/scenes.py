@@ -7,8 +7,11 @@ Generation is vectorised over the whole batch with no Python loop per image or p
 - non-overlap: the image is a G x G grid of cells; each object gets its own cell (a random
   permutation of cells per image, via argsort of hashed scores) and a jittered position inside it,
   at least 1 px away from the cell border, so objects never touch;
-- drawing: a difference array (+v at the top-left corner, -v at top-right and bottom-left, +v at
-  bottom-right) scattered for all objects at once, then two cumulative sums: O(B * H * W) in total.
+- drawing: a rectangle is the outer product of a 0/1 row interval and a 0/1 column interval, so
+  the sum of all rectangles of an image is one matrix product, (H, N) @ (N, W), batched over the
+  images (`bmm`). Objects never overlap, so the sum is the picture. A hollow frame is its
+  rectangle minus its interior: one more (negative) rectangle.
+- noise: a window of a fixed bank of Gaussian tiles, at a hashed tile and offset.
 """
 
 from __future__ import annotations
@@ -90,27 +93,27 @@ def uniform(seed: int, indices: torch.Tensor, stream: int, n: int) -> torch.Tens
 
 
 @functools.lru_cache(maxsize=8)
-def _noise_bank(size: int, device: str) -> torch.Tensor:
-    """(NOISE_TILES, size, size) standard normals from a fixed CPU generator, on any device."""
+def _noise_windows(size: int, device: str) -> torch.Tensor:
+    """Every size x size window of a doubled (periodic) bank of Gaussian tiles, as a view.
+
+    The bank comes from a fixed CPU generator, so the noise is the same on any device. Window
+    `tile * 4 s^2 + dy * 2 s + dx` is tile `tile` rolled by (dy, dx): one gather per image
+    instead of a per-pixel hash (which cost ~10x the whole scene).
+    """
     gen = torch.Generator().manual_seed(NOISE_BANK_SEED)
-    return torch.randn(NOISE_TILES, size, size, generator=gen).to(device)
+    bank = torch.randn(NOISE_TILES, size, size, generator=gen).to(device)
+    flat = bank.repeat(1, 2, 2).contiguous().view(-1)  # tiles of (2s, 2s), periodic
+    n = flat.numel() - (size - 1) * (2 * size + 1)
+    return flat.as_strided((n, size, size), (1, 2 * size, 1))
 
 
 def _noise(seed: int, indices: torch.Tensor, c: int, s: int) -> torch.Tensor:
-    """(B, c, s, s) standard normal noise: a hashed tile of the bank, rolled by a hashed offset.
-
-    Hashing every pixel costs ~10x the whole scene; a tile + roll is a pure function of
-    (seed, index) too, with NOISE_TILES * s * s distinct patterns per channel.
-    """
+    """(B, c, s, s) standard normal noise: a pure function of (seed, index)."""
     b = indices.shape[0]
     u = uniform(seed, indices, STREAM_NOISE, 3 * c).view(b, 3, c)
     tile = (u[:, 0] * NOISE_TILES).long().clamp_max(NOISE_TILES - 1)  # (B, c)
     dy, dx = ((u[:, 1:] * s).long().clamp_max(s - 1)).unbind(1)  # (B, c) each
-    ar = torch.arange(s, device=indices.device)
-    rows = (ar[None, None, :] + dy[..., None]) % s  # (B, c, s)
-    cols = (ar[None, None, :] + dx[..., None]) % s
-    flat = tile[..., None, None] * (s * s) + rows[..., :, None] * s + cols[..., None, :]
-    return _noise_bank(s, str(indices.device)).view(-1)[flat]  # (B, c, s, s)
+    return _noise_windows(s, str(indices.device))[tile * (4 * s * s) + dy * (2 * s) + dx]
 
 
 def render(spec: SceneSpec, seed: int, indices: torch.Tensor,
@@ -156,10 +159,12 @@ def render(spec: SceneSpec, seed: int, indices: torch.Tensor,
     tone = OBJECT_TONE * (1 + spec.jitter * (2 * uniform(seed, idx, STREAM_TONE, c * cells) - 1))
     tone = tone.view(b, c, cells) * (is_obj | is_frame)[:, None]  # (B, C, cells)
 
-    canvas = _draw_rectangles(b, c, s, top_left, bottom_right, tone)
-    # Hollow frames: subtract the interior (1 px border stays lit).
-    hole = torch.where(is_frame[:, None], tone, torch.zeros_like(tone))
-    canvas -= _draw_rectangles(b, c, s, top_left + 1, bottom_right - 1, hole)
+    if spec.distractors:  # hollow frames: minus their interior (a 1 px border stays lit)
+        hole = torch.where(is_frame[:, None], -tone, torch.zeros_like(tone))
+        top_left = torch.cat([top_left, top_left + 1], 2)  # (B, 2, 2 cells)
+        bottom_right = torch.cat([bottom_right, bottom_right - 1], 2)
+        tone = torch.cat([tone, hole], 2)
+    canvas = _draw_rectangles(s, top_left, bottom_right, tone)
 
     background = BACKGROUND * (1 + spec.jitter * (2 * uniform(seed, idx, STREAM_BACKGROUND, c) - 1))
     images = canvas + background.view(b, c, 1, 1)
@@ -168,20 +173,17 @@ def render(spec: SceneSpec, seed: int, indices: torch.Tensor,
     return images.clamp_(0.0, 1.0), count.to(torch.float32)
 
 
-def _draw_rectangles(b: int, c: int, s: int, top_left: torch.Tensor, bottom_right: torch.Tensor,
+def _draw_rectangles(s: int, top_left: torch.Tensor, bottom_right: torch.Tensor,
                      value: torch.Tensor) -> torch.Tensor:
-    """Sum of axis-aligned boxes [top, bottom) x [left, right), drawn with a difference array.
+    """Sum of value-weighted boxes [top, bottom) x [left, right) as batched matrix products.
 
     top_left, bottom_right: (B, 2, N) row/col; value: (B, C, N). Returns (B, C, s, s).
     """
-    device = value.device
-    n = value.shape[-1]
-    diff = torch.zeros(b, c, (s + 1) * (s + 1), device=device)
-    r0, c0 = top_left[:, 0], top_left[:, 1]  # (B, N)
-    r1, c1 = bottom_right[:, 0], bottom_right[:, 1]
-    corners = torch.cat([r0 * (s + 1) + c0, r0 * (s + 1) + c1,
-                         r1 * (s + 1) + c0, r1 * (s + 1) + c1], dim=1)  # (B, 4N)
-    signs = torch.tensor([1.0, -1.0, -1.0, 1.0], device=device).repeat_interleave(n)  # (4N,)
-    vals = value.repeat(1, 1, 4) * signs  # (B, C, 4N)
-    diff.scatter_add_(2, corners[:, None, :].expand(b, c, 4 * n), vals)
-    return diff.view(b, c, s + 1, s + 1).cumsum(2).cumsum(3)[..., :s, :s]
+    ar = torch.arange(s, device=value.device)
+    rows = ((ar[None, :, None] >= top_left[:, 0, None, :])
+            & (ar[None, :, None] < bottom_right[:, 0, None, :])).float()  # (B, s, N)
+    cols = ((ar[None, None, :] >= top_left[:, 1, :, None])
+            & (ar[None, None, :] < bottom_right[:, 1, :, None])).float()  # (B, N, s)
+    if value.shape[1] == 1:
+        return torch.bmm(rows * value[:, 0, None, :], cols)[:, None]
+    return torch.einsum("brn,bcn,bns->bcrs", rows, value, cols)

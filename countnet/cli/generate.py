@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             labels = write_dataset(tmp, spec, SMOKE_N, args.seed)
             rows = read_labels_csv(labels)
             print(f"smoke test: wrote and read back {len(rows)} scenes: "
-                  + " ".join(f"{n}={int(c)}" for n, c in rows))
+                  + " ".join(f"{r.name}={int(r.count)}" for r in rows))
         return 0
     if args.out is None:
         raise ConfigError("--out is required")

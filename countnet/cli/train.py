@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from countnet.config import ConfigError, TrainConfig
+from countnet.config import ConfigError, TrainConfig, parse_overrides
 from countnet.rundir import RunLogger
 from countnet.train import METRIC_KEYS, Diverged, ProgressFn, fit
 
@@ -42,15 +42,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    """Config file < --set < flags; a resumed run takes the config saved in its run dir."""
+    """Defaults < config file < --smoke-test sizes < --set < flags.
+
+    A resumed run takes the config saved in its run dir.
+    """
     if args.resume is not None:
         saved = args.resume / "config.yaml"
         if not saved.is_file():
             raise ConfigError(f"--resume {args.resume}: no config.yaml there")
         return TrainConfig.from_yaml(saved, args.overrides)
     cfg = TrainConfig.from_yaml(args.config or "", args.overrides)
-    if args.smoke_test:
-        cfg = cfg.replace(**SMOKE_OVERRIDES)
+    if args.smoke_test:  # tiny sizes, except where --set names a field explicitly
+        explicit = parse_overrides(args.overrides)
+        cfg = cfg.replace(**{k: v for k, v in SMOKE_OVERRIDES.items() if k not in explicit})
     if args.val_equals_train:
         cfg = cfg.replace(val_equals_train=True)
     return cfg

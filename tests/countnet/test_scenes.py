@@ -52,7 +52,7 @@ def test_labels_match_independent_count_of_png_files(tmp_path, channels, distrac
     rows = read_labels_csv(tmp_path / "labels.csv")
     assert len(rows) == 40
     frames_seen = 0
-    for name, count in rows:
+    for name, count, _ in rows:
         img = np.asarray(Image.open(tmp_path / name)).astype(np.float32) / 255.0
         assert img.shape == ((64, 64) if channels == 1 else (64, 64, 3))
         mask = (img if channels == 1 else img.max(axis=2)) > THRESHOLD

@@ -1,0 +1,592 @@
+"""Why is the printed train loss above the validation loss? Measure each mechanism, with signs.
+
+With the weights fixed, on one fixed set of training samples (fixed order, fixed RNG) and on the
+validation set, `diagnose` measures:
+
+- (a) val loss, eval mode;
+- (b) train loss, eval mode, no augmentation;
+- (c) train loss, eval mode, with the run's augmentation;
+- (d) train loss with only the Dropout modules in train mode;
+- (e) train loss with only the BatchNorm modules in train mode (batch statistics at the run's batch
+  size; no_grad, running statistics restored afterwards);
+- (t) train loss in the run's full training mode (`set_train_mode` + augmentation): the loss the
+  training loop would see with the final weights;
+- (f) the printed train loss of the epoch the weights come from (epoch mean of batch losses);
+- (g) the weight-decay penalty (0.5 * wd * ||w||^2 over decayed params for SGD; 0 for AdamW,
+  whose decay is decoupled). Neither optimiser adds it to the printed loss, so it is shown, never
+  summed;
+- (h) the split: count histograms, a bootstrap 95 % interval of the val loss and of the true gap,
+  exact duplicate images across the splits.
+
+The attribution is an identity, so the rows add up exactly to the printed difference:
+
+    f - a = (f - t)                          epoch-average lag
+          + (d - b)                          dropout
+          + (e - b)                          BatchNorm batch statistics
+          + (c - b)                          augmentation
+          + (t - d - e - c + 2b)             interaction / residual
+          - (a - b)                          true generalisation gap
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from countnet.augment import augment_batch
+from countnet.config import ConfigError, TrainConfig
+from countnet.datasets import Splits
+from countnet.models import set_train_mode
+from countnet.train import loss_function
+
+DIAG_SEED = 1234  # subset choice, batch order, dropout masks and augmentation draws
+DEFAULT_SAMPLES = 2000  # training samples measured, rounded down to whole batches
+BOOTSTRAP_ROUNDS = 2000
+CI_LEVEL = 0.95
+TOP_CAUSES = 3  # at most this many mechanisms named in the verdict
+CAUSE_SHARE = 0.8  # name mechanisms until they cover this share of the positive contributions
+
+DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+BATCHNORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+# Attribution rows: key, label, formula. The sign convention: each row is what it adds to f - a.
+TERMS = (
+    ("lag", "epoch-average lag", "f - t"),
+    ("dropout", "dropout", "d - b"),
+    ("batchnorm", "BatchNorm batch statistics", "e - b"),
+    ("augmentation", "augmentation", "c - b"),
+    ("interaction", "interaction / residual", "t - d - e - c + 2b"),
+    ("minus_true_gap", "minus the true generalisation gap", "-(a - b)"),
+)
+
+
+@dataclass
+class Diagnosis:
+    """All measurements of one diagnosis; `to_dict()` is the `--json` output."""
+
+    source: str
+    epoch: int | None
+    samples: int  # training samples measured (whole batches of batch_size)
+    batch_size: int
+    mechanisms: dict[str, bool]  # which mechanisms the run's training mode actually has
+    measurements: dict[str, float | None]  # a..g and t, see the module docstring
+    printed_val_loss: float | None  # val_loss in the history row of the same epoch
+    attribution: dict[str, float] | None  # TERMS keys -> contribution to f - a; None without f
+    printed_difference: float | None  # f - a
+    true_gap: float  # a - b
+    true_gap_ci95: tuple[float, float]
+    val_loss_ci95: tuple[float, float]
+    split: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        return verdict_line(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["verdict"] = self.verdict
+        return d
+
+    def table(self) -> str:
+        """The plain-text report: measurements, attribution, split checks, verdict."""
+        return format_report(self)
+
+
+# --- modes -----------------------------------------------------------------------------------
+
+
+def _training_mode_modules(model: nn.Module, cfg: TrainConfig) -> dict[str, list[nn.Module]]:
+    """The Dropout and BatchNorm modules that are in train mode while the run trains.
+
+    Asks `set_train_mode` itself (freeze_bn / freeze_body keep BatchNorm in eval), so the
+    diagnosis follows whatever the training loop does. Dropout with p = 0 is the identity.
+    """
+    was = {m: m.training for m in model.modules()}
+    set_train_mode(model, cfg)
+    dropout = [m for m in model.modules()
+               if isinstance(m, DROPOUT_TYPES) and m.training and m.p > 0]
+    batchnorm = [m for m in model.modules() if isinstance(m, BATCHNORM_TYPES) and m.training]
+    for m, t in was.items():
+        m.training = t
+    return {"dropout": dropout, "batchnorm": batchnorm}
+
+
+@contextlib.contextmanager
+def forward_mode(model: nn.Module, train_modules: Sequence[nn.Module]) -> Iterator[None]:
+    """Eval mode except `train_modules`; no_grad; buffers and modes restored on exit.
+
+    A train-mode BatchNorm forward overwrites running_mean/var, even under no_grad: the buffers
+    are copied before and written back after, so measuring never changes the model.
+    """
+    was = {m: m.training for m in model.modules()}
+    saved = {name: b.detach().clone() for name, b in model.named_buffers()}
+    model.eval()
+    for m in train_modules:
+        m.train()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        buffers = dict(model.named_buffers())
+        with torch.no_grad():
+            for name, b in saved.items():
+                buffers[name].copy_(b)
+        for m, t in was.items():
+            m.training = t
+
+
+def per_sample_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
+                      train_modules: Sequence[nn.Module] = (), augment: bool = False,
+                      batch_size: int | None = None, seed: int = DIAG_SEED) -> torch.Tensor:
+    """Loss of each sample (N,) on the CPU, in eval mode except `train_modules`.
+
+    Batches are consecutive slices of x at `batch_size` (default: the run's). Dropout masks come
+    from torch's RNG seeded with `seed` (forked, so the caller's RNG is untouched); augmentation
+    draws from a CPU generator seeded with `seed`. Two calls with the same arguments see the same
+    batches, masks and augmented images, so differences between modes are not sampling noise.
+    """
+    bs = batch_size or cfg.batch_size
+    crit = loss_function(cfg)
+    crit.reduction = "none"  # per-sample losses: bootstrap needs them; the mean is the loss
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    fork = [device] if device.type == "cuda" else []
+    out = []
+    with torch.random.fork_rng(devices=fork), forward_mode(model, train_modules):
+        torch.manual_seed(seed)
+        for i in range(0, len(x), bs):
+            xb = x[i:i + bs].to(device)  # (b, C, H, W)
+            if augment:
+                xb = augment_batch(xb, cfg.augment, gen)
+            pred = model(xb).float()  # (b,)
+            out.append(crit(pred, y[i:i + bs].to(device).float()).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+# --- the measurements --------------------------------------------------------------------------
+
+
+def weight_decay_penalty(model: nn.Module, cfg: TrainConfig) -> float:
+    """(g): the L2 penalty the optimiser's update corresponds to, in loss units.
+
+    torch SGD adds wd * w to the gradient: the gradient of 0.5 * wd * ||w||^2. AdamW decays the
+    weights directly (decoupled), which is no term of any loss: 0. Decayed params are those
+    `build_optimizer` decays: trainable, and not BN/bias when wd_exclude_bn_bias.
+    """
+    if cfg.optimizer != "sgd" or cfg.weight_decay == 0:
+        return 0.0
+    total = 0.0
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if cfg.wd_exclude_bn_bias and (p.ndim <= 1 or name.endswith(".bias")):
+            continue
+        total += float(p.detach().double().pow(2).sum())
+    return 0.5 * cfg.weight_decay * total
+
+
+def _subset(n_train: int, samples: int, batch_size: int) -> torch.Tensor:
+    """Fixed random training indices, a whole number of batches (BN sees full-size batches)."""
+    n = min(samples, n_train)
+    if n >= batch_size:
+        n -= n % batch_size
+    gen = torch.Generator().manual_seed(DIAG_SEED)
+    return torch.randperm(n_train, generator=gen)[:n]
+
+
+def _bootstrap_mean_ci(values: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    idx = rng.integers(0, len(values), size=(BOOTSTRAP_ROUNDS, len(values)))
+    means = values[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2])
+    return float(lo), float(hi)
+
+
+def _bootstrap_gap_ci(val: np.ndarray, train: np.ndarray,
+                      rng: np.random.Generator) -> tuple[float, float]:
+    """CI of mean(val) - mean(train), the two samples resampled independently."""
+    vi = rng.integers(0, len(val), size=(BOOTSTRAP_ROUNDS, len(val)))
+    ti = rng.integers(0, len(train), size=(BOOTSTRAP_ROUNDS, len(train)))
+    gaps = val[vi].mean(axis=1) - train[ti].mean(axis=1)
+    lo, hi = np.quantile(gaps, [(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2])
+    return float(lo), float(hi)
+
+
+def image_hashes(x: torch.Tensor) -> list[str]:
+    """One digest per image of x (N, C, H, W), over its exact bytes."""
+    arr = x.detach().cpu().contiguous().numpy()
+    return [hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest() for a in arr]
+
+
+def split_report(splits: Splits) -> dict[str, Any]:
+    """(h) without the CIs: count histograms of both splits and exact duplicates across them."""
+    ty = splits.train_y.detach().cpu().round().long().numpy()
+    vy = splits.val_y.detach().cpu().round().long().numpy()
+    size = int(max(ty.max(initial=0), vy.max(initial=0))) + 1
+    train_hashes = set(image_hashes(splits.train_x))
+    dup = sum(h in train_hashes for h in image_hashes(splits.val_x))
+    return {
+        "train_size": len(ty), "val_size": len(vy),
+        "train_count_hist": np.bincount(ty.clip(0), minlength=size).tolist(),
+        "val_count_hist": np.bincount(vy.clip(0), minlength=size).tolist(),
+        "train_count_mean": float(ty.mean()) if len(ty) else math.nan,
+        "val_count_mean": float(vy.mean()) if len(vy) else math.nan,
+        "train_count_var": float(ty.var()) if len(ty) else math.nan,
+        "val_count_var": float(vy.var()) if len(vy) else math.nan,
+        "val_duplicates_of_train": int(dup),
+    }
+
+
+def _history_row(history: Sequence[dict[str, Any]], epoch: int | None) -> dict[str, Any] | None:
+    """The history row of `epoch` (the weights' epoch), else the last row."""
+    if not history:
+        return None
+    if epoch is not None:
+        for row in history:
+            if int(row.get("epoch", -1)) == epoch:
+                return dict(row)
+    return dict(history[-1])
+
+
+def diagnose(model: nn.Module, cfg: TrainConfig, splits: Splits,
+             history: Sequence[dict[str, Any]] = (), *, samples: int = DEFAULT_SAMPLES,
+             epoch: int | None = None, source: str = "") -> Diagnosis:
+    """Measure (a)-(h) for `model` (weights of `epoch`, default: the last history row).
+
+    The model's modes, parameters and buffers are unchanged afterwards.
+    """
+    if samples < 1:
+        raise ConfigError(f"--samples: must be >= 1, got {samples}")
+    bs = cfg.batch_size
+    idx = _subset(len(splits.train_x), samples, bs).to(splits.train_x.device)
+    x, y = splits.train_x[idx], splits.train_y[idx]  # (n, C, H, W), (n,)
+    mods = _training_mode_modules(model, cfg)
+    has = {"dropout": bool(mods["dropout"]), "batchnorm": bool(mods["batchnorm"]),
+           "augmentation": cfg.augment != "none"}
+
+    def measure(train_modules: Sequence[nn.Module] = (), augment: bool = False) -> torch.Tensor:
+        return per_sample_losses(model, x, y, cfg, train_modules=train_modules, augment=augment)
+
+    lb = measure()
+    # A mechanism the run does not have is the identity: its loss is b, bit for bit.
+    lc = measure(augment=True) if has["augmentation"] else lb
+    ld = measure(mods["dropout"]) if has["dropout"] else lb
+    le = measure(mods["batchnorm"]) if has["batchnorm"] else lb
+    all_modules = mods["dropout"] + mods["batchnorm"]
+    lt = measure(all_modules, augment=has["augmentation"]) if any(has.values()) else lb
+    la = per_sample_losses(model, splits.val_x, splits.val_y, cfg,
+                           batch_size=cfg.eval_batch_size)
+    a, b, c, d, e, t = (float(v.double().mean()) for v in (la, lb, lc, ld, le, lt))
+
+    row = _history_row(history, epoch)
+    f = float(row["train_loss"]) if row and row.get("train_loss") is not None else None
+    printed_val = float(row["val_loss"]) if row and row.get("val_loss") is not None else None
+    epoch_out = int(row["epoch"]) if row and "epoch" in row else epoch
+    g = weight_decay_penalty(model, cfg)
+
+    rng = np.random.default_rng(DIAG_SEED)
+    la_np, lb_np = la.double().numpy(), lb.double().numpy()
+    val_ci = _bootstrap_mean_ci(la_np, rng)
+    gap_ci = _bootstrap_gap_ci(la_np, lb_np, rng)
+
+    attribution = None
+    diff = None
+    if f is not None:
+        diff = f - a
+        attribution = {
+            "lag": f - t, "dropout": d - b, "batchnorm": e - b, "augmentation": c - b,
+            "interaction": t - d - e - c + 2 * b, "minus_true_gap": -(a - b),
+        }
+    notes = []
+    if printed_val is not None and not math.isclose(printed_val, a, rel_tol=1e-4, abs_tol=1e-6):
+        notes.append(f"measured val loss {a:.6g} differs from the printed {printed_val:.6g}: "
+                     "the weights may not be those of that epoch")
+    if cfg.freeze_body or cfg.freeze_bn:
+        notes.append("BatchNorm statistics were frozen in training (freeze_body/freeze_bn): "
+                     "no BatchNorm term")
+    if g > 0:
+        notes.append(f"SGD weight decay acts as a penalty of {g:.4g} in the objective; it is "
+                     "not part of the printed train loss")
+    split = split_report(splits)
+    split["val_loss_ci95"] = list(val_ci)
+    return Diagnosis(
+        source=source, epoch=epoch_out, samples=len(idx), batch_size=bs, mechanisms=has,
+        measurements={"a_val_loss": a, "b_train_eval": b, "c_train_augmented": c,
+                      "d_train_dropout": d, "e_train_batchnorm": e, "t_train_mode": t,
+                      "f_printed_train_loss": f, "g_weight_decay_penalty": g},
+        printed_val_loss=printed_val, attribution=attribution, printed_difference=diff,
+        true_gap=a - b, true_gap_ci95=gap_ci, val_loss_ci95=val_ci, split=split, notes=notes)
+
+
+# --- words ------------------------------------------------------------------------------------
+
+_CAUSE_WORDS = {
+    "lag": "the epoch-average lag (the printed loss averages batches while the weights moved)",
+    "dropout": "dropout (active only in training)",
+    "batchnorm": "BatchNorm batch statistics (training uses per-batch statistics)",
+    "augmentation": "the augmentation (it makes the training images harder)",
+    "interaction": "the interaction of these train-mode effects",
+    "minus_true_gap": "a validation set that scores better than the training samples",
+}
+
+
+def _fmt(v: float | None, sign: bool = False, digits: int = 4) -> str:
+    if v is None:
+        return "n/a"
+    if not math.isfinite(v):
+        return str(v)
+    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+
+
+def _digits(values: Sequence[float | None]) -> int:
+    """Decimals that show at least 3 significant digits of the largest value (4..8)."""
+    finite = [abs(v) for v in values if v is not None and math.isfinite(v) and v != 0]
+    if not finite:
+        return 4
+    return int(min(8, max(4, 2 - math.floor(math.log10(max(finite))))))
+
+
+def verdict_line(diag: Diagnosis) -> str:
+    """One sentence: why the printed train loss is where it is, and the true gap with its CI."""
+    gap = (f"the true generalisation gap (val - train, both in eval mode) is "
+           f"{diag.true_gap:+.4g} (95 % CI {diag.true_gap_ci95[0]:+.4g} .. "
+           f"{diag.true_gap_ci95[1]:+.4g})")
+    m = diag.measurements
+    f, a = m["f_printed_train_loss"], m["a_val_loss"]
+    if diag.attribution is None or f is None:
+        return f"the printed train loss is not recorded; {gap}"
+    if not (math.isfinite(f) and math.isfinite(a)):
+        return f"the losses are not finite (train {f}, val {a}); {gap}"
+    if f <= a:
+        return f"the printed train loss {f:.4g} is not above the val loss {a:.4g}; {gap}"
+    positive = sorted(((v, k) for k, v in diag.attribution.items() if v > 0), reverse=True)
+    total = sum(v for v, _ in positive)
+    causes, covered = [], 0.0
+    for v, k in positive[:TOP_CAUSES]:
+        causes.append(f"{_CAUSE_WORDS[k]} {v:+.4g}")
+        covered += v
+        if covered >= CAUSE_SHARE * total:
+            break
+    return (f"the printed train loss {f:.4g} is above the val loss {a:.4g} "
+            f"(by {f - a:+.4g}) because of {'; '.join(causes)}; {gap}")
+
+
+def format_report(diag: Diagnosis) -> str:
+    m = diag.measurements
+    vals = [v for v in m.values()] + list((diag.attribution or {}).values())
+    k = _digits(vals)
+    lines = [f"countnet diagnose {diag.source}".rstrip(),
+             f"weights of epoch {diag.epoch}; {diag.samples} fixed training samples in batches "
+             f"of {diag.batch_size}; {diag.split['val_size']} validation samples", "",
+             "measurements (loss of the run, same weights):"]
+    rows = [
+        ("(a)", "val, eval mode", m["a_val_loss"]),
+        ("(b)", "train, eval mode, no augmentation", m["b_train_eval"]),
+        ("(c)", "train, eval mode, with the run's augmentation", m["c_train_augmented"]),
+        ("(d)", "train, only Dropout in train mode", m["d_train_dropout"]),
+        ("(e)", "train, only BatchNorm in train mode", m["e_train_batchnorm"]),
+        ("(t)", "train, the run's full training mode", m["t_train_mode"]),
+        ("(f)", "printed train loss (epoch mean of batch losses)", m["f_printed_train_loss"]),
+        ("(g)", "weight-decay penalty (not in the printed loss)", m["g_weight_decay_penalty"]),
+    ]
+    lines += [f"  {tag} {label:<50} {_fmt(v, digits=k):>12}" for tag, label, v in rows]
+    absent = [n for n, present in diag.mechanisms.items() if not present]
+    if absent:
+        lines.append(f"  not in this run's training mode (term exactly 0): {', '.join(absent)}")
+    lines.append("")
+    if diag.attribution is None:
+        lines.append("attribution: no printed train loss recorded (no history)")
+    else:
+        d = diag.printed_difference
+        lines.append("attribution of the printed difference (train - val):")
+        lines.append(f"  {'term':<36} {'formula':<20} {'value':>12} {'share':>8}")
+        for key, label, formula in TERMS:
+            v = diag.attribution[key]
+            share = f"{100 * v / d:7.1f}%" if d and math.isfinite(d) and d != 0 else "      -"
+            lines.append(f"  {label:<36} {formula:<20} {_fmt(v, True, k):>12} {share:>8}")
+        lines.append(f"  {'= printed train - val':<36} {'f - a':<20} {_fmt(d, True, k):>12}")
+        lines.append(f"  {'weight-decay penalty (shown only)':<36} {'(g)':<20} "
+                     f"{_fmt(m['g_weight_decay_penalty'], True, k):>12}")
+    s = diag.split
+    lines += ["", "the split (h):",
+              f"  val loss 95 % bootstrap CI: {_fmt(diag.val_loss_ci95[0], digits=k)} .. "
+              f"{_fmt(diag.val_loss_ci95[1], digits=k)}",
+              f"  true gap a - b: {_fmt(diag.true_gap, True, k)} (95 % CI "
+              f"{_fmt(diag.true_gap_ci95[0], True, k)} .. {_fmt(diag.true_gap_ci95[1], True, k)})",
+              f"  counts: train mean {s['train_count_mean']:.2f} var {s['train_count_var']:.2f}; "
+              f"val mean {s['val_count_mean']:.2f} var {s['val_count_var']:.2f}",
+              f"  train count histogram: {s['train_count_hist']}",
+              f"  val count histogram:   {s['val_count_hist']}",
+              f"  val images that are exact duplicates of training images: "
+              f"{s['val_duplicates_of_train']} of {s['val_size']}"]
+    lines += [f"note: {n}" for n in diag.notes]
+    lines += ["", f"verdict: {diag.verdict}"]
+    return "\n".join(lines)
+
+
+def short_verdict(history: Sequence[dict[str, Any]], model: nn.Module | None = None,
+                  cfg: TrainConfig | None = None, splits: Splits | None = None, *,
+                  samples: int = DEFAULT_SAMPLES) -> str | None:
+    """One line for the end of `countnet train`, or None when train_loss <= val_loss.
+
+    From the history alone (cheap): splits the printed difference into train-mode effects
+    (f - train_loss_eval) and the true gap (val_loss - train_loss_eval). With model, cfg and
+    splits it runs the full `diagnose` and returns its verdict instead.
+    """
+    if not history:
+        return None
+    last = history[-1]
+    f, a = last.get("train_loss"), last.get("val_loss")
+    if f is None or a is None or not (math.isfinite(f) and math.isfinite(a)) or f <= a:
+        return None
+    if model is not None and cfg is not None and splits is not None:
+        return diagnose(model, cfg, splits, history, samples=samples).verdict
+    b = last.get("train_loss_eval")
+    if b is None or not math.isfinite(b):
+        return (f"train_loss {f:.4g} > val_loss {a:.4g}: run `countnet diagnose RUN` to see why")
+    return (f"train_loss {f:.4g} > val_loss {a:.4g}: in eval mode the training loss is {b:.4g}, "
+            f"so train-mode effects (epoch-average lag, dropout, BatchNorm, augmentation) add "
+            f"{f - b:+.4g} and the true generalisation gap is {a - b:+.4g}; "
+            f"`countnet diagnose RUN` splits it term by term")
+
+
+# --- inputs and outputs -----------------------------------------------------------------------
+
+
+def load_history(path: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch metrics of a run dir (metrics.jsonl) or bundle (metrics.json)."""
+    p = Path(path)
+    if (p / "metrics.jsonl").is_file():
+        rows = []
+        for n, line in enumerate((p / "metrics.jsonl").read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{p / 'metrics.jsonl'}: line {n}: not JSON: {e}") from e
+        return rows
+    if (p / "metrics.json").is_file():
+        try:
+            data = json.loads((p / "metrics.json").read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{p / 'metrics.json'}: not JSON: {e}") from e
+        if isinstance(data, dict) and isinstance(data.get("history"), list):
+            return list(data["history"])
+        if isinstance(data, list):
+            return data
+        if isinstance(data, dict) and "train_loss" in data:
+            return [data]
+    return []
+
+
+def _checkpoint_of_run(p: Path) -> Path | None:
+    for cand in (p / "checkpoints" / "last" / "checkpoint.pt", p / "checkpoints" / "last.pt",
+                 p / "checkpoint.pt"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+Loaded = tuple[nn.Module, TrainConfig, list[dict[str, Any]], int | None, Path | None]
+
+
+def load_for_diagnosis(path: str | Path) -> Loaded:
+    """(model in eval mode, cfg, history, epoch of the weights, run dir for TensorBoard or None).
+
+    Accepts a run dir (diagnoses its *last* checkpoint: the printed train loss of the last epoch
+    belongs to those weights), an exported bundle dir, or a checkpoint.pt file.
+    Raises ConfigError with one line naming the path and the reason.
+    """
+    from countnet.bundle import load_model  # the core's loader; imported late (heavier imports)
+    from countnet.checkpoint import load_checkpoint
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: no such file or directory")
+    ckpt = _checkpoint_of_run(p) if p.is_dir() else p
+    is_run = p.is_dir() and (p / "config.yaml").is_file() and ckpt is not None
+    is_bundle = p.is_dir() and (p / "model.pt").is_file() and (p / "config.json").is_file()
+    if p.is_dir() and not (is_run or is_bundle):
+        raise ConfigError(f"{p}: neither a run dir (config.yaml + checkpoints/last/checkpoint.pt) "
+                          "nor a bundle (model.pt + config.json)")
+    target = ckpt if is_run else p
+    try:
+        model, cfg = load_model(target)
+    except ConfigError:
+        raise
+    except Exception as e:  # a torn or foreign file: one line, not a traceback
+        raise ConfigError(f"{target}: cannot load a model: {_first_line(e)}") from e
+    epoch = None
+    if is_bundle:
+        history = load_history(p)
+    else:
+        try:
+            state = load_checkpoint(target)
+        except Exception as e:
+            raise ConfigError(f"{target}: cannot read checkpoint: {_first_line(e)}") from e
+        history = [dict(h) for h in state.get("history", [])]
+        epoch = int(state["epoch"]) if "epoch" in state else None
+        if is_run and not history:
+            history = load_history(p)
+    return model, cfg, history, epoch, (p if is_run else None)
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception as one line (torch.load's messages run over many)."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def write_tensorboard(diag: Diagnosis, log_dir: str | Path) -> None:
+    """The figures as scalars `diagnose/<name>` and the report as text `diagnose/report`.
+
+    Written at step = the weights' epoch, next to the run's own events.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    step = diag.epoch or 0
+    writer = SummaryWriter(log_dir=str(log_dir))
+    try:
+        for name, v in diag.measurements.items():
+            if v is not None:
+                writer.add_scalar(f"diagnose/{name}", v, step)
+        for name, v in (diag.attribution or {}).items():
+            writer.add_scalar(f"diagnose/term_{name}", v, step)
+        writer.add_scalar("diagnose/true_gap", diag.true_gap, step)
+        # TensorBoard renders text as markdown: indent by 4 for a monospace block.
+        text = "\n".join("    " + line for line in diag.table().splitlines())
+        writer.add_text("diagnose/report", text, step)
+        writer.add_text("diagnose/verdict", diag.verdict, step)
+    finally:
+        writer.close()
+
+
+def diagnose_path(path: str | Path, *, samples: int = DEFAULT_SAMPLES,
+                  device: str | None = None, tensorboard: bool = True) -> Diagnosis:
+    """Load a run dir / bundle / checkpoint, its data, and diagnose it (see `diagnose`)."""
+    from countnet.datasets import load_splits
+    from countnet.train import pick_device, set_threads
+
+    model, cfg, history, epoch, run_dir = load_for_diagnosis(path)
+    if device:
+        cfg = cfg.replace(device=device)
+    set_threads(cfg.threads)
+    dev = pick_device(cfg)
+    model.to(dev)
+    splits = load_splits(cfg, dev)
+    diag = diagnose(model, cfg, splits, history, samples=samples, epoch=epoch, source=str(path))
+    if tensorboard and run_dir is not None:
+        write_tensorboard(diag, run_dir)
+    return diag
