@@ -30,8 +30,9 @@ def register_search(sub: argparse._SubParsersAction) -> None:
         "ASHA early stopping. Prints the top trials, the best checkpoint and the tensorboard "
         "command. The Optuna study is stored in SQLite in the experiment directory.")
     p.add_argument("--space", type=Path, help="search-space YAML (see search_spaces/)")
-    p.add_argument("--resume", type=Path, metavar="EXPERIMENT_DIR",
-                   help="continue an interrupted search in EXPERIMENT_DIR")
+    # str, not Path: Path("s3://b/x") drops a slash of the URI.
+    p.add_argument("--resume", metavar="EXPERIMENT_DIR",
+                   help="continue an interrupted search in EXPERIMENT_DIR (a path or URI)")
     p.add_argument("--num-samples", type=int, help="trials (overrides the space)")
     p.add_argument("--max-epochs", type=int, help="epochs of a full trial (overrides the space)")
     p.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT (default: start an "
@@ -57,7 +58,8 @@ def register_export(sub: argparse._SubParsersAction) -> None:
         description="Pick the best trial by the target metric over all its epochs, take the "
         "checkpoint of that epoch (not the last one), and write a bundle (model.pt, "
         "config.json, metrics.json) that `countnet predict` loads without Ray.")
-    p.add_argument("experiment", nargs="?", type=Path, metavar="EXPERIMENT_DIR")
+    p.add_argument("experiment", nargs="?", metavar="EXPERIMENT_DIR",
+                   help="the search's experiment: a directory or a URI (s3://...)")
     p.add_argument("--out", type=Path, metavar="BUNDLE_DIR", help="bundle directory to write")
     p.add_argument("--metric", help="rank by this metric (default: the search's target)")
     p.add_argument("--mode", choices=("min", "max"),

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import ray
+import yaml
 
 from countnet.config import ConfigError
+
+# Written by the cluster launcher on the head node; Ray Tune's own test for an autoscaling
+# cluster (ray.tune.execution.cluster_info._is_ray_cluster). Expanded at call time.
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+# How often Ray saves the experiment and searcher state (Ray's "auto" is >= 10 s). What happens
+# after the last save is forgotten when a killed driver is resumed; each save uploads the state
+# to cloud storage, so not 0.
+GLOBAL_CHECKPOINT_S = "3"
+TOKEN_FIX = ("set RAY_AUTH_MODE=token and the cluster's token (~/.ray/auth_token, "
+             "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN)")
 
 
 class ResourceError(ConfigError):
@@ -22,20 +34,38 @@ def connect(address: str | None) -> bool:
     """
     # Quiet the "snapshot triggered often" warning: per-epoch checkpoints are the design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", GLOBAL_CHECKPOINT_S)
     if ray.is_initialized():
         return False
     if address is None:
         # "local": always a new single-machine Ray, never a cluster found via RAY_ADDRESS or
         # /tmp/ray/ray_current_cluster. No dashboard for an embedded run.
         ray.init(address="local", include_dashboard=False, logging_level="WARNING")
-    else:
+        return True
+    try:
         ray.init(address=address, logging_level="WARNING")
+    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+        # Without RAY_AUTH_MODE=token Ray sends no token to HOST:PORT and retries for ~35 s.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--address {address}: cannot join the Ray cluster ({reason}); check "
+                          f"the address, and for a token cluster {TOKEN_FIX}") from exc
     return True
 
 
+def launchable_node_types() -> list[dict[str, float]]:
+    """Resources of the node types the autoscaler may start ([] off a launcher cluster)."""
+    path = Path(BOOTSTRAP_CONFIG).expanduser()
+    if not path.is_file():
+        return []
+    types = (yaml.safe_load(path.read_text()) or {}).get("available_node_types") or {}
+    return [dict(t.get("resources") or {}) for t in types.values()
+            if t.get("max_workers", 0) > 0]
+
+
 def check_resources(cpu: float, gpu: float) -> None:
-    """Fail fast when no alive node can hold one trial's request."""
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    """Fail fast when neither an alive node nor a node type the autoscaler can launch can hold
+    one trial's request."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")] + launchable_node_types()
     if gpu > 0 and not any(n.get("GPU", 0.0) > 0 for n in nodes):
         raise ResourceError(f"resources_per_trial.gpu: {gpu:g} GPU per trial, but the Ray "
                             f"cluster has no GPU; set gpu: 0")

@@ -37,6 +37,25 @@ class PruningAwareOptunaSearch(OptunaSearch):
         self._reported: dict[str, set[int]] = {}  # trial_id -> steps already reported
         super().__init__(*args, **kwargs)
 
+    def suggest(self, trial_id: str) -> dict | None:
+        if trial_id not in self._ot_trials and self._ot_study is not None:
+            orphan = self._orphan()
+            if orphan is not None:
+                # Asked for after Ray's last state save, then forgotten by Tuner.restore: reuse
+                # it, so the study holds each trial once. The define-by-run suggest_* calls
+                # return the values already stored for it (the ones TPE chose).
+                logger.warning("trial %s takes over Optuna trial %d (asked after Ray's last "
+                               "experiment-state save)", trial_id, orphan.number)
+                self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, orphan._trial_id)
+        return super().suggest(trial_id)
+
+    def _orphan(self) -> optuna.trial.FrozenTrial | None:
+        """The oldest RUNNING study trial that no Ray trial of this searcher holds."""
+        held = {t._trial_id for t in self._ot_trials.values()}
+        running = self._ot_study.get_trials(deepcopy=False,
+                                            states=(optuna.trial.TrialState.RUNNING,))
+        return next((t for t in running if t._trial_id not in held), None)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials:
             return

@@ -6,7 +6,9 @@ study in SQLite in the experiment directory) + `ASHAScheduler` over epochs + `wi
 
 The experiment directory holds Ray's files (one `trial_<id>/` per trial: result.json,
 progress.csv, TensorBoard events, kept checkpoints), `countnet_search.json` (target, seed, space)
-and the Optuna study `optuna.db`, which Optuna's own tools read during or after the search:
+and the Optuna study `optuna.db`, which Optuna's own tools read during or after the search (with
+an s3:// storage the study is ~/countnet/studies/NAME/optuna.db on the driver's machine, named in
+countnet_search.json, and a copy goes to the experiment when the search ends):
 
     optuna-dashboard sqlite:///EXPERIMENT_DIR/optuna.db        # pip install optuna-dashboard
 
@@ -47,7 +49,7 @@ from tune.results import (
     read_search_info,
 )
 from tune.space import DefineByRun, SearchSpace, parse_space
-from tune.storage import experiment_location, normalise, write_text
+from tune.storage import experiment_location, is_uri, normalise, upload, write_text
 from tune.tensorboard import CountnetTBXLogger
 from tune.trainable import train_countnet
 
@@ -56,6 +58,7 @@ from tune.trainable import train_countnet
 NUM_TO_KEEP = 1
 MAX_FAILURES = 2  # Ray restarts a crashed trial from its latest checkpoint this many times
 SPACE_COPY = "space.yaml"  # the validated space, saved with the experiment
+SQLITE = "sqlite:///"  # prefix of the study's URL; the rest is the absolute path of the file
 
 
 @dataclass
@@ -90,7 +93,7 @@ def build_tuner(space: SearchSpace, storage_path: str, local_dir: Path, name: st
                 seed: int, max_failures: int = MAX_FAILURES, verbose: int = 1) -> tune.Tuner:
     """The Tuner of one search (experiment storage_path/name); the study is local_dir/optuna.db."""
     local_dir.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{local_dir / STUDY_FILE}")
+    storage = optuna.storages.RDBStorage(f"{SQLITE}{local_dir / STUDY_FILE}")
     searcher = make_searcher(space, seed, storage=storage, study_name=name)
     scheduler = ASHAScheduler(time_attr="epoch", max_t=space.max_epochs,
                               grace_period=space.grace_period,
@@ -137,6 +140,9 @@ def run_search(space: SearchSpace, *, storage: str, name: str, seed: int,
     if tune.Tuner.can_restore(exp_dir):
         raise ConfigError(f"--name: experiment {exp_dir} exists; resume it with --resume or "
                           f"choose another name")
+    if (local_dir / STUDY_FILE).exists():  # Optuna would add this search's trials to it
+        raise ConfigError(f"--name: an Optuna study {local_dir / STUDY_FILE} exists already; "
+                          f"choose another name")
     started = connect(address)
     try:
         check_resources(space.cpu, space.gpu)
@@ -145,6 +151,7 @@ def run_search(space: SearchSpace, *, storage: str, name: str, seed: int,
         print(f"search: {space.num_samples} trials x <= {space.max_epochs} epochs, target "
               f"{space.target} ({space.mode} {space.metric}), experiment {exp_dir}", flush=True)
         tuner.fit()
+        upload_study(f"{SQLITE}{local_dir / STUDY_FILE}", exp_dir)
     finally:
         if started:
             import ray
@@ -152,7 +159,7 @@ def run_search(space: SearchSpace, *, storage: str, name: str, seed: int,
             ray.shutdown()
     return SearchOutcome(exp_dir, space.metric, space.mode,
                          load_trials(exp_dir, space.metric, space.mode), space.num_samples,
-                         f"sqlite:///{local_dir / STUDY_FILE}")
+                         f"{SQLITE}{local_dir / STUDY_FILE}")
 
 
 def resume_search(exp_dir: str | Path, *, address: str | None = None,
@@ -173,6 +180,7 @@ def resume_search(exp_dir: str | Path, *, address: str | None = None,
                                    resume_unfinished=True, resume_errored=True)
         print(f"resume: {exp}", flush=True)
         tuner.fit()
+        upload_study(info.get("study", ""), exp)
     finally:
         if started:
             import ray
@@ -206,12 +214,18 @@ def print_summary(outcome: SearchOutcome, out: Any = sys.stdout) -> None:
     out.flush()
 
 
+def upload_study(study: str, exp_dir: str) -> None:
+    """For cloud storage, a copy of the local SQLite study (URL `study`) into the experiment."""
+    if is_uri(exp_dir) and study.startswith(SQLITE):
+        upload(Path(study.removeprefix(SQLITE)), f"{exp_dir}/{STUDY_FILE}")
+
+
 def _write_record(local_dir: Path, space: SearchSpace, seed: int, exp_dir: str) -> None:
     """What resume and export need to know, next to Ray's own files."""
     raw = space.to_dict()
     record = {"target": space.target, "metric": space.metric, "mode": space.mode,
               "seed": seed, "space_file": str(space.path), "space": raw,
-              "study": f"sqlite:///{local_dir / STUDY_FILE}", "study_name": Path(exp_dir).name,
+              "study": f"{SQLITE}{local_dir / STUDY_FILE}", "study_name": Path(exp_dir).name,
               "experiment": exp_dir, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_text(f"{exp_dir}/{SEARCH_INFO_FILE}", json.dumps(record, indent=2))
     write_text(f"{exp_dir}/{SPACE_COPY}", yaml.safe_dump(raw, sort_keys=False))

@@ -2,7 +2,10 @@
 
 Ray Tune writes its files through pyarrow filesystems; the search's own small files (its record
 and space) go the same way, so `--resume` and `export` find them wherever the experiment is. The
-Optuna study is SQLite and needs a local file: for a URI it stays in ./experiments/<name>.
+Optuna study is SQLite and needs a local file: for a URI it lives at a fixed absolute path on the
+driver's machine (~/countnet/studies/<name>, not the driver's cwd, which under `ray job submit` is
+a runtime-env directory), recorded in countnet_search.json, and a copy is uploaded to the
+experiment when the search ends.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.fs
 
-LOCAL_STUDY_ROOT = Path("experiments")  # local home of the SQLite study for URI storage
+STUDY_ROOT = "~/countnet/studies"  # local home of the SQLite study for URI storage
 
 
 def is_uri(location: str | Path) -> bool:
@@ -22,7 +25,7 @@ def experiment_location(storage: str, name: str) -> tuple[str, str, Path]:
     """(Ray storage_path, experiment dir, local dir of the study) for `storage` and `name`."""
     if is_uri(storage):
         root = storage.rstrip("/")
-        return root, f"{root}/{name}", LOCAL_STUDY_ROOT.resolve() / name
+        return root, f"{root}/{name}", Path(STUDY_ROOT).expanduser().resolve() / name
     root_path = Path(storage).expanduser().resolve()
     return str(root_path), str(root_path / name), root_path / name
 
@@ -46,3 +49,8 @@ def write_text(location: str, text: str) -> None:
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as f:
         f.write(text.encode())
+
+
+def upload(local_file: Path, location: str) -> None:
+    """Copy a local file to a local path or URI (pyarrow streams it to the URI's filesystem)."""
+    pyarrow.fs.copy_files(str(local_file), normalise(location))

@@ -1,4 +1,5 @@
-"""Requests no node can satisfy fail fast (exit 2) instead of staying PENDING forever."""
+"""Requests no node can satisfy (alive, or launchable by the autoscaler) fail fast (exit 2)
+instead of staying PENDING forever."""
 
 from __future__ import annotations
 
@@ -19,3 +20,28 @@ def test_unsatisfiable_resources_exit_2(ray_local, tmp_path, capsys, resources, 
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and "resources_per_trial" in err and reason in err, err
+
+
+
+def bootstrap(gpu_max_workers: int) -> dict:
+    """~/ray_bootstrap_config.yaml as the cluster launcher writes it (cluster.yaml's types)."""
+    return {"cluster_name": "countnet", "available_node_types": {
+        "head": {"resources": {"CPU": 0}, "min_workers": 0, "max_workers": 0},
+        "gpu_worker": {"resources": {"CPU": 4, "GPU": 1}, "min_workers": 0,
+                       "max_workers": gpu_max_workers}}}
+
+
+def test_node_types_the_autoscaler_can_launch_count(ray_local, tmp_path, monkeypatch) -> None:
+    from tune.cluster import ResourceError, check_resources
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ResourceError, match="has no GPU"):  # not a launcher cluster
+        check_resources(1, 1)
+    write_space(tmp_path / "ray_bootstrap_config.yaml", bootstrap(gpu_max_workers=2))
+    check_resources(4, 1)  # no GPU node is alive, but a gpu_worker can be launched
+    check_resources(1, 0.5)
+    with pytest.raises(ResourceError, match="no node has that much"):
+        check_resources(8, 1)
+    write_space(tmp_path / "ray_bootstrap_config.yaml", bootstrap(gpu_max_workers=0))
+    with pytest.raises(ResourceError, match="has no GPU"):
+        check_resources(1, 1)
