@@ -111,7 +111,7 @@ class Diagnosis:
 def _training_mode_modules(model: nn.Module, cfg: TrainConfig) -> dict[str, list[nn.Module]]:
     """The Dropout and BatchNorm modules that are in train mode while the run trains.
 
-    Asks `set_train_mode` itself (freeze_bn / freeze_body keep BatchNorm in eval), so the
+    Asks `set_train_mode` itself (freeze_bn keeps BatchNorm in eval), so the
     diagnosis follows whatever the training loop does. Dropout with p = 0 is the identity.
     """
     was = {m: m.training for m in model.modules()}
@@ -313,8 +313,8 @@ def diagnose(model: nn.Module, cfg: TrainConfig, splits: Splits,
     if printed_val is not None and not math.isclose(printed_val, a, rel_tol=1e-4, abs_tol=1e-6):
         notes.append(f"measured val loss {a:.6g} differs from the printed {printed_val:.6g}: "
                      "the weights may not be those of that epoch")
-    if cfg.freeze_body or cfg.freeze_bn:
-        notes.append("BatchNorm statistics were frozen in training (freeze_body/freeze_bn): "
+    if cfg.freeze_bn:
+        notes.append("BatchNorm statistics were frozen in training (freeze_bn): "
                      "no BatchNorm term")
     if g > 0:
         notes.append(f"SGD weight decay acts as a penalty of {g:.4g} in the objective; it is "

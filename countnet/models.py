@@ -107,23 +107,26 @@ def build_model(name: str, **options: object) -> CountNet:
 
 
 def model_from_config(cfg: TrainConfig) -> CountNet:
-    """Build the run's model and apply freeze_body / freeze_bn."""
+    """Build the run's model and apply freeze_body.
+
+    Like fastai's create_cnn before unfreeze (train_bn=True), a frozen body keeps its BatchNorm
+    layers trainable and in train mode; `freeze_bn` fixes their statistics instead.
+    """
     model = build_model(cfg.model, channels=cfg.channels, width=cfg.width, depth=cfg.depth,
                         batchnorm=cfg.batchnorm, pool=cfg.pool, dropout=cfg.dropout,
                         small_stem=cfg.small_stem, weights_path=cfg.weights_path)
     if cfg.freeze_body:
-        for p in model.body.parameters():
-            p.requires_grad_(False)
+        for m in model.body.modules():
+            if not isinstance(m, nn.modules.batchnorm._BatchNorm):
+                for p in m.parameters(recurse=False):
+                    p.requires_grad_(False)
     return model
 
 
 def set_train_mode(model: nn.Module, cfg: TrainConfig) -> None:
-    """model.train(), but BatchNorm stays in eval when its statistics are frozen.
-
-    With freeze_body, BN statistics are frozen too: a frozen body should not drift.
-    """
+    """model.train(), but BatchNorm stays in eval when its statistics are frozen (freeze_bn)."""
     model.train()
-    if cfg.freeze_bn or cfg.freeze_body:
+    if cfg.freeze_bn:
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()

@@ -94,8 +94,10 @@ class OverfitReport:
             return (f"FAILED: the model cannot fit one batch of {one.samples} images: eval-mode "
                     f"train MSE {one.train_mse:.4g} = {100 * one.train_ratio:.1f} % of the "
                     f"baseline {one.train_baseline_mse:.4g} after {one.steps} steps (needs < "
-                    f"{100 * FIT_THRESHOLD:.0f} %). The pipeline is broken: check that labels "
-                    "match images, that the model is not frozen or dead, and the lr.")
+                    f"{100 * FIT_THRESHOLD:.0f} %). Something stops the model from fitting: "
+                    "labels that do not match images, a frozen or dead network, an lr far off"
+                    + ("; here freeze_body is on, so only the head learns." if
+                       self.config.get("freeze_body") else "."))
         words = [f"ok: one batch fitted to {100 * one.train_ratio:.2f} % of its baseline MSE"]
         for s in self.stages[1:]:
             words.append(f"{s.name} to {100 * s.train_ratio:.1f} %")

@@ -37,6 +37,8 @@ def export_best(exp_dir: str | Path, out_dir: str | Path, *, metric: str | None 
         "trial_id": trial.trial_id, "epoch": epoch, "metrics": row,
         "target": info.get("target"), "metric": metric, "mode": mode,
         "experiment": normalise(exp_dir), "checkpoint": checkpoint.path, "searched": trial.params,
+        # Per-epoch metrics up to this epoch: `countnet diagnose BUNDLE` needs the printed losses.
+        "history": [dict(h) for h in state["history"]],
     }
     if confirm_seeds:
         metrics["confirm_seeds"] = confirm(cfg, epoch, confirm_seeds)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from countnet.config import ConfigError, TrainConfig, parse_overrides
+from countnet.diagnose import short_verdict
 from countnet.rundir import RunLogger
 from countnet.train import METRIC_KEYS, Diverged, ProgressFn, fit
 
@@ -16,11 +17,6 @@ from countnet.train import METRIC_KEYS, Diverged, ProgressFn, fit
 SMOKE_OVERRIDES = {"model": "simple", "width": 8, "depth": 3, "train_size": 256, "val_size": 64,
                    "epochs": 2, "batch_size": 32}
 TABLE_KEYS = METRIC_KEYS  # every metric, one column each
-LAG_WARNING = (
-    "note: train_loss > val_loss, but train_loss_eval <= val_loss. The printed train_loss is a "
-    "running train-mode average over an epoch in which the weights were still improving; "
-    "measured in eval mode after the epoch, the model fits its training data at least as well as "
-    "the validation data. Run `countnet diagnose {run}` for the term-by-term reasons.")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -94,9 +90,9 @@ def train_into(cfg: TrainConfig, out: Path, resume: Path | None, progress: bool)
         print(f"best epoch {int(best['epoch'])}: val_loss {best['val_loss']:.4f}  "
               f"val_acc {best['val_acc']:.3f}  val_mae {best['val_mae']:.3f}  "
               f"(checkpoint: {logger.best_dir})")
-    last = history[-1]
-    if last["train_loss"] > last["val_loss"] and last["train_loss_eval"] <= last["val_loss"]:
-        print(LAG_WARNING.format(run=out))
+    verdict = short_verdict(history)
+    if verdict:  # train_loss > val_loss: say which part is measurement, which is data
+        print(f"note: {verdict.replace('RUN', str(out))}")
     print(f"tensorboard --logdir {out}")
     return 0
 

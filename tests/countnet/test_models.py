@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from countnet.config import TrainConfig
-from countnet.models import MODELS, build_model, model_from_config
+from countnet.models import MODELS, build_model, model_from_config, set_train_mode
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -39,7 +39,14 @@ def test_unknown_model_is_named() -> None:
         build_model("vgg")
 
 
-def test_freeze_body_leaves_only_the_head_trainable() -> None:
-    model = model_from_config(TrainConfig(model="resnet18", freeze_body=True))
+def test_freeze_body_trains_the_head_and_batchnorm_like_fastai() -> None:
+    cfg = TrainConfig(model="resnet18", freeze_body=True)
+    model = model_from_config(cfg)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"head.fc.weight", "head.fc.bias"}
+    batchnorm = {f"{name}.{p}" for name, m in model.named_modules()
+                 if isinstance(m, torch.nn.BatchNorm2d) for p in ("weight", "bias")}
+    assert trainable == {"head.fc.weight", "head.fc.bias"} | batchnorm
+    set_train_mode(model, cfg)
+    assert all(m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    set_train_mode(model, cfg.replace(freeze_bn=True))
+    assert not any(m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))

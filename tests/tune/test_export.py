@@ -33,6 +33,8 @@ def test_bundle_is_the_best_epoch_of_the_best_trial(main_search, bundle) -> None
     assert metrics["metrics"]["val_loss"] == min(
         r["val_loss"] for t in outcome.trials for r in t.history)
     assert metrics["target"] == "generalise" and metrics["experiment"] == outcome.exp_dir
+    # The printed losses up to that epoch travel along, for `countnet diagnose BUNDLE`.
+    assert [r["epoch"] for r in metrics["history"]] == list(range(1, best_epoch + 1))
     # The weights are that epoch's checkpoint, not the trial's last one.
     ckpt = load_checkpoint(best.checkpoints[best_epoch].path)
     assert ckpt["epoch"] == best_epoch

@@ -1,0 +1,123 @@
+"""cluster.yaml, checked offline the way `ray up` checks it: Ray's own prepare_config (defaults of
+the provider merged in) + validate_config (Ray's JSON schema). Nothing here talks to AWS."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import ray
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER_YAML = ROOT / "cluster.yaml"
+ONPREM_BEGIN, ONPREM_END = "# ON-PREM-EXAMPLE-BEGIN\n", "# ON-PREM-EXAMPLE-END"
+# Things that must never be in a committed cluster file.
+SECRET_PATTERNS = (
+    r"AKIA[0-9A-Z]{16}",  # AWS access key id
+    r"aws_secret_access_key|aws_session_token",
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
+    r"RAY_AUTH_TOKEN\s*=",  # the token itself; the token *file* is copied by file_mounts
+)
+
+
+def load() -> dict[str, Any]:
+    return yaml.safe_load(CLUSTER_YAML.read_text())
+
+
+def onprem_example() -> dict[str, Any]:
+    """The commented on-prem example, uncommented as the file tells the user to."""
+    block = CLUSTER_YAML.read_text().split(ONPREM_BEGIN)[1].split(ONPREM_END)[0]
+    return yaml.safe_load("\n".join(line.removeprefix("# ") for line in block.splitlines()))
+
+
+def check(config: dict[str, Any]) -> dict[str, Any]:
+    """What `ray up` does before it launches anything."""
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    return prepared
+
+
+def start_commands(config: dict[str, Any]) -> list[str]:
+    cmds = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    return [c for c in cmds if "ray start" in c]
+
+
+def test_cluster_yaml_passes_rays_validation() -> None:
+    prepared = check(load())
+    assert prepared["provider"]["type"] == "aws"
+    assert prepared["head_node_type"] == "head"
+
+
+def test_gpu_workers_autoscale_from_zero() -> None:
+    prepared = check(load())
+    head = prepared["available_node_types"]["head"]
+    assert head["resources"].get("GPU", 0) == 0 and head["max_workers"] == 0
+    gpu_types = [t for name, t in prepared["available_node_types"].items()
+                 if name != "head" and t["resources"].get("GPU") == 1]
+    assert gpu_types, "a worker type with one GPU per node"
+    assert all(t["min_workers"] == 0 and t["max_workers"] >= 1 for t in gpu_types)
+    assert prepared["max_workers"] >= max(t["max_workers"] for t in gpu_types)
+
+
+@pytest.mark.parametrize("mistake", ["top-level", "node type", "node type resources"])
+def test_misspelled_key_is_rejected(mistake: str) -> None:
+    config = load()
+    if mistake == "top-level":
+        config["setup_comands"] = config.pop("setup_commands")
+        bad = "setup_comands"
+    elif mistake == "node type":
+        worker = config["available_node_types"]["gpu_worker"]
+        worker["max_worker"] = worker.pop("max_workers")
+        bad = "max_worker"
+    else:
+        config["available_node_types"]["gpu_worker"]["resource"] = {"GPU": 1}
+        bad = "resource"
+    with pytest.raises(jsonschema.ValidationError, match=f"'{bad}' was unexpected"):
+        check(config)
+
+
+def test_onprem_example_passes_rays_validation() -> None:
+    prepared = check(onprem_example())
+    assert prepared["provider"]["type"] == "local"
+    assert prepared["provider"]["head_ip"] and len(prepared["provider"]["worker_ips"]) >= 1
+
+
+@pytest.mark.parametrize("example", ["aws", "onprem"])
+def test_token_auth_on_and_dashboard_private(example: str) -> None:
+    config = check(load() if example == "aws" else onprem_example())
+    for cmd in start_commands(config):
+        assert "RAY_AUTH_MODE=token" in cmd, cmd
+    head = " ".join(start_commands({**config, "worker_start_ray_commands": []}))
+    # Ray's AWS defaults bind the dashboard (and its job API) to 0.0.0.0; ours must not.
+    assert "--dashboard-host=127.0.0.1" in head
+    assert "0.0.0.0" not in yaml.safe_dump(config)
+    # Every node gets the user's token file; the token itself is not in the config.
+    assert config["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token"}
+
+
+def test_no_secrets_in_file() -> None:
+    text = CLUSTER_YAML.read_text()
+    for pattern in SECRET_PATTERNS:
+        assert not re.search(pattern, text), pattern
+
+
+def test_project_installed_at_a_pinned_revision() -> None:
+    config = load()
+    installs = [c for c in config["setup_commands"] if "git+" in c]
+    assert len(installs) == 1
+    ref = re.search(r"git\+\S+?\.git@([^\"'\s]+)", installs[0])
+    assert ref, "the git URL must name a revision (...git@REV)"
+    assert ref.group(1) not in ("main", "master", "HEAD")
+
+
+def test_cluster_runs_the_local_ray_version() -> None:
+    """`ray job submit` and the cluster must speak the same Ray version."""
+    docker = load()["docker"]
+    for image in (docker["image"], docker["head_image"]):
+        assert image.split(":")[1].startswith(f"{ray.__version__}-"), image

@@ -1,0 +1,71 @@
+"""`countnet overfit-check`: Karpathy's recipe and Zhang et al.'s control on real tiny fits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from countnet.cli import main
+from countnet.config import TrainConfig
+from countnet.overfit_check import FIT_THRESHOLD, overfit_check, regularisation_off
+
+# Batches of 8 and a net wider (32 channels) than a batch: it can fit, and memorise, 8 images.
+TINY = {"image_size": 32, "max_count": 8, "width": 32, "depth": 4, "train_size": 800,
+        "val_size": 128, "batch_size": 8, "lr": 1e-2, "threads": 1}
+
+
+def test_regularisation_off_switches_every_regulariser_off() -> None:
+    cfg = TrainConfig.from_dict({**TINY, "dropout": 0.5, "weight_decay": 0.1, "augment": "crop",
+                                 "loss": "huber", "shuffle_labels": True,
+                                 "val_equals_train": True, "schedule": "lr_range"})
+    off = regularisation_off(cfg)
+    assert (off.dropout, off.weight_decay, off.augment, off.loss) == (0.0, 0.0, "none", "mse")
+    assert not off.shuffle_labels and not off.val_equals_train and off.schedule == "onecycle"
+    assert (off.model, off.lr, off.batch_size) == (cfg.model, cfg.lr, cfg.batch_size)
+
+
+def test_one_batch_is_fitted_and_shuffled_labels_are_memorised_not_generalised() -> None:
+    cfg = TrainConfig.from_dict({**TINY, "dropout": 0.5})  # switched off by the check
+    report = overfit_check(cfg, fractions=(), one_batch_steps=200, control_steps=200)
+    one = report.stages[0]
+    assert one.samples == 8 and one.steps == 200 and not one.shuffled_labels
+    assert one.train_ratio < FIT_THRESHOLD  # < 5 % of baseline_mse on one batch
+    assert report.one_batch_ok and report.exit_code() == 0
+    control = report.control
+    assert control is not None and control.shuffled_labels
+    assert control.train_ratio < 0.25  # the permuted counts are memorised ...
+    assert control.val_ratio > 0.8  # ... and validation, on true counts, stays at the baseline
+    assert report.control_memorised and report.control_no_leak
+    assert "validation stayed at the baseline" in report.message()
+
+
+def test_a_model_that_cannot_fit_one_batch_exits_non_zero(capsys) -> None:
+    """lr 1e-7 for 20 steps stands in for a broken pipeline: the batch is not fitted."""
+    sets = [f"{k}={v}" for k, v in {**TINY, "lr": 1e-7}.items()]
+    argv = ["overfit-check", "--one-batch-steps", "20", "--no-control"]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "cannot fit one batch" in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert "1 % of train" not in captured.out  # later stages are pointless and skipped
+
+
+def test_smoke_test_json_has_every_stage(capsys) -> None:
+    assert main(["overfit-check", "--smoke-test", "--json", "--no-control"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    names = [s["name"] for s in out["stages"]]
+    assert names == ["one batch", "1 % of train", "10 % of train"]
+    assert [s["samples"] for s in out["stages"]] == [8, 16, 160]
+    for s in out["stages"]:
+        assert s["train_ratio"] == pytest.approx(s["train_mse"] / s["train_baseline_mse"])
+    assert out["one_batch_ok"] is True and out["control"] is None
+
+
+def test_bad_config_is_exit_2(tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: -1\n")
+    assert main(["overfit-check", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "lr" in err
