@@ -67,7 +67,7 @@ class TrainConfig:
     dropout: float = 0.0  # probability, before the linear head
     small_stem: bool = True  # resnets: 3x3 stride-1 stem, no max-pool (for 64 px inputs)
     weights_path: str = ""  # resnets: local torchvision state_dict; nothing is downloaded
-    freeze_body: bool = False  # train the head + BatchNorm only (fastai's create_cnn, train_bn)
+    freeze_body: bool = False  # train the head only (fastai's create_cnn before unfreeze)
     freeze_bn: bool = False  # keep BatchNorm running statistics fixed (BN layers stay in eval)
 
     # --- optimisation -------------------------------------------------------------------------

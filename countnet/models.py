@@ -107,19 +107,17 @@ def build_model(name: str, **options: object) -> CountNet:
 
 
 def model_from_config(cfg: TrainConfig) -> CountNet:
-    """Build the run's model and apply freeze_body.
+    """Build the run's model and apply freeze_body (head-only training).
 
-    Like fastai's create_cnn before unfreeze (train_bn=True), a frozen body keeps its BatchNorm
-    layers trainable and in train mode; `freeze_bn` fixes their statistics instead.
+    The frozen body's BatchNorm layers still run in train mode (batch statistics, drifting
+    running statistics), as in PyTorch and fastai after `model.train()`; `freeze_bn` fixes them.
     """
     model = build_model(cfg.model, channels=cfg.channels, width=cfg.width, depth=cfg.depth,
                         batchnorm=cfg.batchnorm, pool=cfg.pool, dropout=cfg.dropout,
                         small_stem=cfg.small_stem, weights_path=cfg.weights_path)
     if cfg.freeze_body:
-        for m in model.body.modules():
-            if not isinstance(m, nn.modules.batchnorm._BatchNorm):
-                for p in m.parameters(recurse=False):
-                    p.requires_grad_(False)
+        for p in model.body.parameters():
+            p.requires_grad_(False)
     return model
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import tempfile
 from pathlib import Path
 
+from countnet.cli.output import print_json
 from countnet.config import ConfigError, TrainConfig
 from countnet.diagnose import DEFAULT_SAMPLES, Diagnosis, diagnose_path
 
@@ -61,20 +60,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _print(diag: Diagnosis, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(_finite(diag.to_dict()), indent=2))
+        print_json(diag.to_dict())
     else:
         print(diag.table())
 
-
-def _finite(obj: object) -> object:
-    """JSON has no NaN/inf: write them as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _train_tiny(run_dir: Path) -> None:

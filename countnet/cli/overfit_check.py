@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
 
+from countnet.cli.output import print_json
 from countnet.config import TrainConfig
 from countnet.overfit_check import (
     CONTROL_STEPS,
@@ -28,11 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "overfit-check", help="Karpathy's recipe: fit one batch, 1 %%, 10 %%; shuffled labels",
         description="With regularisation off (no dropout, weight decay or augmentation; MSE), "
-        "fit one batch, then 1 %% and 10 %% of the training split with the config's model, "
+        "fit one batch, then 1 % and 10 % of the training split with the config's model, "
         "optimiser and lr, and report the eval-mode train MSE against the baseline (the "
         "variance of the fitted counts). Then a shuffled-label control (Zhang et al. 2017): the "
         "network memorises permuted counts while validation stays at its baseline. Exits 1 when "
-        f"the model cannot fit one batch below {100 * FIT_THRESHOLD:.0f} %% of its baseline.")
+        f"the model cannot fit one batch below {100 * FIT_THRESHOLD:.0f} % of its baseline.")
     p.add_argument("--config", type=Path, help="YAML file of TrainConfig fields")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one TrainConfig field (repeatable)")
@@ -58,19 +57,10 @@ def run(args: argparse.Namespace) -> int:
         steps = SMOKE_STEPS
     report = overfit_check(cfg, control=not args.no_control, **steps)
     if args.json:
-        print(json.dumps(_finite(report.to_dict()), indent=2))
+        print_json(report.to_dict())
     else:
         print(report.table())
     if report.exit_code() != 0:
         print(f"countnet overfit-check: {report.message()}", file=sys.stderr)
     return report.exit_code()
 
-
-def _finite(obj: object) -> object:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj

@@ -1,0 +1,91 @@
+"""Every bench script runs end to end at a tiny size and writes its result JSON.
+
+No figure is checked (speed figures live in the scripts' own output, never in tests): only that
+each script works with the real parts (real Ray, real Tune trials, real `countnet train`
+processes) and that its JSON has the top-level `ratio` and `goal`. The Ray scripts run in this
+process on one shared local Ray, so Ray starts once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def load_script(name: str):
+    """Import bench/<name>.py as a module (bench/ is a folder of scripts, not a package)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # the scripts import their helper `report`
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # Ray ships functions of registered modules by value
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_result(path: Path) -> dict:
+    assert path.is_file(), f"{path.name} was not written"
+    result = json.loads(path.read_text())
+    assert isinstance(result["goal"], str) and result["goal"]
+    assert isinstance(result["ratio"], float) and math.isfinite(result["ratio"])
+    assert isinstance(result["goal_met"], bool)
+    assert result["machine"]["cores"] >= 1
+    return result
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One real local Ray for the Ray scripts (reused if the session already started one)."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def test_data_tiny(tmp_path) -> None:
+    assert load_script("data").main(["--tiny", "--out-dir", str(tmp_path)]) == 0
+    result = check_result(tmp_path / "data-tiny.json")
+    assert result["max_abs_diff"] < 1e-4  # PIL drew the very same scenes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["overhead", "trial_startup", "search_efficiency"])
+def test_ray_script_tiny(name, local_ray, tmp_path) -> None:
+    assert load_script(name).main(["--tiny", "--out-dir", str(tmp_path)]) == 0
+    check_result(tmp_path / f"{name}-tiny.json")
+
+
+@pytest.mark.slow
+def test_gpu_sh_cpu_check(tmp_path) -> None:
+    """gpu.sh's code paths on the CPU: fit throughput and concurrent `countnet train` runs."""
+    env = {**os.environ, "PYTHON": sys.executable, "OUT_DIR": str(tmp_path)}
+    # data.py has its own test above: --no-data.
+    out = subprocess.run(["bash", str(BENCH / "gpu.sh"), "--cpu-check", "--levels", "1,2",
+                          "--no-data"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = check_result(tmp_path / "gpu-cpu-check.json")
+    assert set(result["concurrency"]) == {"1", "2"}
+    assert set(result["throughput"]) == {"simple/fp32", "simple/bf16+channels_last",
+                                         "resnet18/fp32", "resnet18/bf16+channels_last"}
+
+
+def test_run_all_lists_every_script() -> None:
+    out = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--list", "--quick"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for name in ("data.py", "overhead.py", "trial_startup.py", "search_efficiency.py", "gpu.sh"):
+        assert name in out.stdout
+    assert out.stdout.count("--quick") == 4  # gpu.sh has one size
