@@ -157,11 +157,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    # Quiet Tune's warning about frequent experiment snapshots: per-epoch checkpoints are the point.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    from tune.cluster import connect
+
+    started = connect(None)  # embedded local Ray, as `countnet search` starts it
     pairs = []
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -127,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
+    from tune.cluster import connect
     from tune.search import run_search
     from tune.space import load_space
 
@@ -136,10 +136,7 @@ def main(argv: list[str] | None = None) -> int:
           f"ASHA grace {space.grace_period} rf {space.reduction_factor:g}, "
           f"{space.max_concurrent} at once, data {space.fixed.get('train_size')} train images; "
           f"seeds {list(seeds)}; size {size}", flush=True)
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    started = connect(None)  # embedded local Ray, as `countnet search` starts it
     per_seed = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
