@@ -8,7 +8,8 @@ from pathlib import Path
 
 from countnet.cli.output import print_json
 from countnet.config import ConfigError, TrainConfig
-from countnet.diagnose import DEFAULT_SAMPLES, Diagnosis, diagnose_path
+from countnet.diagnose import DEFAULT_SAMPLES, Diagnosis
+from countnet.diagnose_io import diagnose_path
 
 # Tiny data, the `simple` model with dropout (so a term is non-zero), 2 epochs.
 SMOKE_CONFIG = {"model": "simple", "width": 8, "depth": 3, "image_size": 32, "max_count": 8,

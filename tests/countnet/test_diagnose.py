@@ -19,14 +19,8 @@ from countnet.checkpoint import load_checkpoint
 from countnet.cli import main
 from countnet.config import TrainConfig
 from countnet.datasets import load_splits
-from countnet.diagnose import (
-    TERMS,
-    diagnose,
-    diagnose_path,
-    load_for_diagnosis,
-    short_verdict,
-    weight_decay_penalty,
-)
+from countnet.diagnose import TERMS, diagnose, short_verdict, weight_decay_penalty
+from countnet.diagnose_io import diagnose_path, load_for_diagnosis
 from countnet.models import model_from_config
 from countnet.rundir import RunLogger
 from countnet.train import fit

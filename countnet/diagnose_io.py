@@ -1,0 +1,139 @@
+"""Inputs and outputs of `countnet diagnose`: load a run, bundle or checkpoint; write TensorBoard.
+
+The measurements themselves live in `countnet.diagnose`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+from torch.utils.tensorboard import SummaryWriter
+
+from countnet.bundle import load_model
+from countnet.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from countnet.config import ConfigError, TrainConfig
+from countnet.datasets import load_splits
+from countnet.diagnose import DEFAULT_SAMPLES, Diagnosis, diagnose
+from countnet.train import pick_device, set_threads
+
+
+def load_history(path: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch metrics of a run dir (metrics.jsonl) or bundle (metrics.json)."""
+    p = Path(path)
+    if (p / "metrics.jsonl").is_file():
+        rows = []
+        for n, line in enumerate((p / "metrics.jsonl").read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{p / 'metrics.jsonl'}: line {n}: not JSON: {e}") from e
+        return rows
+    if (p / "metrics.json").is_file():
+        try:
+            data = json.loads((p / "metrics.json").read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{p / 'metrics.json'}: not JSON: {e}") from e
+        if isinstance(data, dict) and isinstance(data.get("history"), list):
+            return list(data["history"])
+        if isinstance(data, list):
+            return data
+        if isinstance(data, dict) and "train_loss" in data:
+            return [data]
+    return []
+
+
+def _checkpoint_of_run(p: Path) -> Path | None:
+    """A run dir's last checkpoint (`countnet train` layout), or a checkpoint dir's file."""
+    for cand in (p / "checkpoints" / "last" / CHECKPOINT_FILE, p / CHECKPOINT_FILE):
+        if cand.is_file():
+            return cand
+    return None
+
+
+Loaded = tuple[nn.Module, TrainConfig, list[dict[str, Any]], int | None, Path | None]
+
+
+def load_for_diagnosis(path: str | Path) -> Loaded:
+    """(model in eval mode, cfg, history, epoch of the weights, run dir for TensorBoard or None).
+
+    Accepts a run dir (diagnoses its *last* checkpoint: the printed train loss of the last epoch
+    belongs to those weights), an exported bundle dir, or a checkpoint.pt file.
+    Raises ConfigError with one line naming the path and the reason.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: no such file or directory")
+    ckpt = _checkpoint_of_run(p) if p.is_dir() else p
+    is_run = p.is_dir() and (p / "config.yaml").is_file() and ckpt is not None
+    is_bundle = p.is_dir() and (p / "model.pt").is_file() and (p / "config.json").is_file()
+    if p.is_dir() and not (is_run or is_bundle):
+        raise ConfigError(f"{p}: neither a run dir (config.yaml + checkpoints/last/checkpoint.pt) "
+                          "nor a bundle (model.pt + config.json)")
+    target = ckpt if is_run else p
+    try:
+        model, cfg = load_model(target)
+    except ConfigError:
+        raise
+    except Exception as e:  # a torn or foreign file: one line, not a traceback
+        raise ConfigError(f"{target}: cannot load a model: {_first_line(e)}") from e
+    epoch = None
+    if is_bundle:
+        history = load_history(p)
+    else:
+        try:
+            state = load_checkpoint(target)
+        except Exception as e:
+            raise ConfigError(f"{target}: cannot read checkpoint: {_first_line(e)}") from e
+        history = [dict(h) for h in state.get("history", [])]
+        epoch = int(state["epoch"]) if "epoch" in state else None
+        if is_run and not history:
+            history = load_history(p)
+    return model, cfg, history, epoch, (p if is_run else None)
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception as one line (torch.load's messages run over many)."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def write_tensorboard(diag: Diagnosis, log_dir: str | Path) -> None:
+    """The figures as scalars `diagnose/<name>` and the report as text `diagnose/report`.
+
+    Written at step = the weights' epoch, next to the run's own events.
+    """
+    step = diag.epoch or 0
+    writer = SummaryWriter(log_dir=str(log_dir))
+    try:
+        for name, v in diag.measurements.items():
+            if v is not None:
+                writer.add_scalar(f"diagnose/{name}", v, step)
+        for name, v in (diag.attribution or {}).items():
+            writer.add_scalar(f"diagnose/term_{name}", v, step)
+        writer.add_scalar("diagnose/true_gap", diag.true_gap, step)
+        # TensorBoard renders text as markdown: indent by 4 for a monospace block.
+        text = "\n".join("    " + line for line in diag.table().splitlines())
+        writer.add_text("diagnose/report", text, step)
+        writer.add_text("diagnose/verdict", diag.verdict, step)
+    finally:
+        writer.close()
+
+
+def diagnose_path(path: str | Path, *, samples: int = DEFAULT_SAMPLES,
+                  device: str | None = None, tensorboard: bool = True) -> Diagnosis:
+    """Load a run dir / bundle / checkpoint, its data, and diagnose it (see `diagnose`)."""
+    model, cfg, history, epoch, run_dir = load_for_diagnosis(path)
+    if device:
+        cfg = cfg.replace(device=device)
+    set_threads(cfg.threads)
+    dev = pick_device(cfg)
+    model.to(dev)
+    splits = load_splits(cfg, dev)
+    diag = diagnose(model, cfg, splits, history, samples=samples, epoch=epoch, source=str(path))
+    if tensorboard and run_dir is not None:
+        write_tensorboard(diag, run_dir)
+    return diag
