@@ -153,12 +153,7 @@ class TrainConfig:
         """Load a YAML file of fields (may be empty) and apply `key=value` overrides."""
         d: dict[str, Any] = {}
         if path:
-            try:
-                loaded = yaml.safe_load(Path(path).read_text())
-            except OSError as e:
-                raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{path}: not valid YAML: {e}") from e
+            loaded = read_yaml(path)
             if loaded is not None and not isinstance(loaded, dict):
                 raise ConfigError(f"{path}: must hold a mapping of field: value")
             d.update(loaded or {})
@@ -167,6 +162,16 @@ class TrainConfig:
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def read_yaml(path: str | Path, error: type[ConfigError] = ConfigError) -> Any:
+    """Parse a YAML file with safe_load (never runs code); a failure is one line naming it."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise error(f"{path}: cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise error(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
 
 
 def field_names() -> tuple[str, ...]:

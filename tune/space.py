@@ -37,9 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from countnet.config import ConfigError, TrainConfig, field_names
+from countnet.config import ConfigError, TrainConfig, field_names, read_yaml
 
 # target -> (metric, mode) for Ray Tune, ASHA, Optuna and checkpoint ranking.
 TARGETS = {"generalise": ("val_loss", "min"), "overfit": ("gap", "max")}
@@ -128,14 +126,7 @@ class SearchSpace:
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a space file; any mistake raises SpaceError."""
-    p = str(path)
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except OSError as e:
-        raise SpaceError(f"{p}: cannot read: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise SpaceError(f"{p}: not valid YAML: {' '.join(str(e).split())}") from None
-    return parse_space(raw, p)
+    return parse_space(read_yaml(path, SpaceError), str(path))
 
 
 def parse_space(raw: Any, path: str = "<space>") -> SearchSpace:
