@@ -12,15 +12,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# The default search: the generalise space at laptop scale on an embedded local Ray.
+# The default search: the generalise space at laptop scale on an embedded local Ray. At the end
+# it writes EXPERIMENT_DIR/report (plots, trials.csv, report.md) and prints where it is. Each run
+# replaces the bundle of the previous one (--force), as a rerun of `make search` means to.
 search: $(STAMP)
-	$(VENV)/bin/countnet search --space search_spaces/generalise.yaml --export bundles/best
+	$(VENV)/bin/countnet search --space search_spaces/generalise.yaml --export bundles/best --force
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
-# One training run of the default config (val_acc >= 0.95 on 2 cores, see README).
+# One training run of the default config (figures: docs/benchmarks.md).
 train: $(STAMP)
 	$(VENV)/bin/countnet train --out runs/default
 

@@ -23,9 +23,13 @@ REPO = BENCH.parent
 # name -> the result file(s) it writes (the first one is its headline). In run order: cheap first.
 SCRIPTS = {
     "data": ("data",),
+    "precision": ("precision",),
+    "loop": ("loop",),
     "overhead": ("overhead",),
     "trial_startup": ("trial_startup",),
     "search_efficiency": ("search_efficiency",),
+    # Three default trainings and their suites: the longest script (~10 min on 2 cores with bf16).
+    "default_seeds": ("default_seeds",),
     "gpu": ("gpu", "data-cuda"),
 }
 

@@ -4,6 +4,12 @@ A bundle directory holds:
 - `model.pt`: the model's state_dict only (tensors; loads with weights_only=True);
 - `config.json`: the TrainConfig, plus the input size and normalisation the model expects;
 - `metrics.json`: where it came from and how good it was.
+
+A bundle is safe to load from anyone: tensors and JSON only, nothing is unpickled as code, and
+the config may not ask for a model or an input larger than the caps below (checked before any
+memory is allocated; the weights must then match the config shape for shape). A bundle is
+written to a staging directory and renamed into place: a reader sees the old bundle or the new
+one, never a mix.
 """
 
 from __future__ import annotations
@@ -15,46 +21,146 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from countnet.checkpoint import CHECKPOINT_FILE, load_checkpoint, resolve
-from countnet.config import TrainConfig
+from countnet.checkpoint import (
+    CHECKPOINT_FILE,
+    check_state_dict,
+    load_checkpoint,
+    load_tensors,
+    resolve,
+)
+from countnet.cli.output import finite
+from countnet.config import ConfigError, TrainConfig
+from countnet.folder import DataError
 from countnet.models import model_from_config
+from countnet.outdir import OutputKind, staged_dir
 
 MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.pt", "config.json", "metrics.json"
 # Inputs are images scaled to [0, 1] with no mean/std shift; recorded so other tools can match it.
 NORMALISATION = {"scale": 1.0 / 255.0, "mean": 0.0, "std": 1.0}
 RUN_BEST = Path("checkpoints") / "best" / CHECKPOINT_FILE
+# Caps on what a bundle's config may ask of the `simple` model, so that an untrusted bundle cannot
+# exhaust memory with activations (image_size is capped by TrainConfig itself). Far above every
+# shipped search space (width <= 128, depth <= 8).
+MAX_WIDTH = 1024
+MAX_DEPTH = 64
+MAX_CONFIG_BYTES = 1 << 20  # config.json is a few KiB; refuse to parse a huge one
+
+
+def is_bundle(path: Path) -> bool:
+    """A directory holding a bundle's model and config."""
+    return (path / MODEL_FILE).is_file() and (path / CONFIG_FILE).is_file()
+
+
+BUNDLE_OUTPUT = OutputKind("bundle", is_bundle, f"it has no {MODEL_FILE} + {CONFIG_FILE}")
 
 
 def write_bundle(out_dir: str | Path, model_state: dict[str, torch.Tensor], cfg: TrainConfig,
                  metrics: dict[str, Any]) -> Path:
-    """Write a bundle that `load_model` (and `countnet predict`) can use without Ray."""
+    """Write a bundle that `load_model` (and `countnet predict`) can use without Ray.
+
+    Every file is written into a staging directory next to `out_dir`, which then replaces
+    `out_dir` (an earlier bundle there is removed, never merged with). A failure on the way
+    leaves `out_dir` as it was. A non-empty directory that is not a bundle is refused.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu() for k, v in model_state.items()}, out / MODEL_FILE)
+    if out.is_dir() and any(out.iterdir()) and not is_bundle(out):
+        raise ConfigError(f"{out}: not a bundle ({BUNDLE_OUTPUT.hint}); will not replace it")
+    # Serialise before staging: an error (a NaN in metrics is fine; an odd object is not) then
+    # leaves nothing behind at all.
     config = {"train_config": cfg.to_dict(),
               "input": {"height": cfg.image_size, "width": cfg.image_size,
                         "channels": cfg.channels, "normalisation": NORMALISATION}}
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str))
+    config_text = json.dumps(config, indent=2, allow_nan=False)
+    # Strict JSON: a NaN (a diverged confirm seed) is null, as in metrics.jsonl.
+    metrics_text = json.dumps(finite(metrics), indent=2, default=str, allow_nan=False)
+    weights = {k: v.detach().cpu() for k, v in model_state.items()}
+    with staged_dir(out) as stage:
+        torch.save(weights, stage / MODEL_FILE)
+        (stage / CONFIG_FILE).write_text(config_text)
+        (stage / METRICS_FILE).write_text(metrics_text)
     return out
+
+
+def read_bundle_config(path: Path) -> TrainConfig:
+    """The TrainConfig of a bundle's config.json; a bad file or key is one line naming it."""
+    file = path / CONFIG_FILE
+    if file.stat().st_size > MAX_CONFIG_BYTES:
+        raise DataError(f"{file}: larger than {MAX_CONFIG_BYTES} bytes; not a bundle config")
+    try:
+        data = json.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{file}: not UTF-8 text (offset {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{file}: not valid JSON (line {e.lineno} column {e.colno}: "
+                        f"{e.msg})") from None
+    except RecursionError:
+        raise DataError(f"{file}: not valid JSON (nested too deeply)") from None
+    if not isinstance(data, dict) or "train_config" not in data:
+        raise ConfigError(f"{file}: no 'train_config' key (the TrainConfig the model was "
+                          f"trained with)")
+    return config_from(data["train_config"], f"{file}: train_config")
+
+
+def config_from(values: Any, where: str) -> TrainConfig:
+    """TrainConfig.from_dict with the file named, and the bundle caps on the model's size."""
+    try:
+        cfg = TrainConfig.from_dict(values)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    if cfg.model == "simple":
+        for name, cap in (("width", MAX_WIDTH), ("depth", MAX_DEPTH)):
+            if getattr(cfg, name) > cap:
+                raise ConfigError(f"{where}: {name} {getattr(cfg, name)} is above the cap of "
+                                  f"{cap} for a loaded model")
+    return cfg
 
 
 def load_model(path: str | Path,
                device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
     """(model in eval mode, its config) from a bundle dir, a run dir or a checkpoint file/dir."""
     p = Path(path)
-    if (p / MODEL_FILE).is_file() and (p / CONFIG_FILE).is_file():
-        cfg = TrainConfig.from_dict(json.loads((p / CONFIG_FILE).read_text())["train_config"])
-        state = torch.load(p / MODEL_FILE, map_location=device, weights_only=True)
+    if is_bundle(p):
+        cfg = read_bundle_config(p)
+        state = check_state_dict(load_tensors(p / MODEL_FILE), str(p / MODEL_FILE))
+        where = str(p / MODEL_FILE)
     else:
         ckpt_path = p / RUN_BEST if (p / RUN_BEST).is_file() else resolve(p)
         if not ckpt_path.is_file():
             raise FileNotFoundError(
                 f"{p}: not a bundle (model.pt + config.json), a run dir (checkpoints/best) "
                 f"or a checkpoint")
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
-        cfg, state = TrainConfig.from_dict(ckpt["config"]), ckpt["model"]
+        ckpt = load_checkpoint(ckpt_path)
+        cfg, state = config_from(ckpt["config"], f"{ckpt_path}: config"), ckpt["model"]
+        where = f"{ckpt_path}: model"
     # Weights are loaded below: a local pre-trained file is not needed (nor read) again.
-    model = model_from_config(cfg.replace(weights_path=""))
+    cfg_model = cfg.replace(weights_path="")
+    check_shapes(cfg_model, state, where)
+    model = model_from_config(cfg_model)
     model.load_state_dict(state)
     return model.to(device).eval(), cfg
+
+
+def check_shapes(cfg: TrainConfig, state: dict[str, torch.Tensor], where: str) -> None:
+    """The weights must fit the config's model exactly, checked on the meta device (no memory).
+
+    After this the real model costs no more memory than the weights file already took.
+    """
+    with torch.device("meta"):
+        skeleton = model_from_config(cfg)
+    want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    missing = [k for k in want if k not in have]
+    unexpected = [k for k in have if k not in want]
+    wrong = [k for k in want if k in have and want[k] != have[k]]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (first {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} of another shape (first {k}: {list(have[k])}, "
+                         f"config needs {list(want[k])})")
+        raise DataError(f"{where}: weights do not fit the {cfg.model} model of the config: "
+                        + "; ".join(parts))

@@ -12,9 +12,9 @@ from typing import NamedTuple
 
 import torch
 
-from countnet.config import TrainConfig
+from countnet.config import TrainConfig, data_fields
 from countnet.folder import load_carpk, load_labelled_folder
-from countnet.scenes import SceneSpec, render
+from countnet.scenes import render
 
 # Disjoint seeds per split: the split's offset is mixed into the seed so that no (seed, index)
 # pair of one split is ever drawn by another, for any data_seed.
@@ -35,22 +35,25 @@ def split_seed(data_seed: int, split: str) -> int:
     return data_seed * SPLITS_PER_SEED + SPLIT_OFFSETS[split]
 
 
-def synthetic_split(spec: SceneSpec, data_seed: int, split: str, n: int,
+def synthetic_split(cfg: TrainConfig, data_seed: int, split: str, n: int,
                     device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (n, C, H, W) and counts (n,) of one synthetic split, rendered in chunks."""
+    """Images (n, C, H, W) and counts (n,) of one synthetic split, rendered in chunks.
+
+    Args:
+        cfg: the run's config (its scene fields shape the images).
+        data_seed: the dataset seed; `split` picks its train, val or test seed.
+        split: "train", "val" or "test".
+        n: number of images.
+        device: where the tensors live.
+    """
     seed = split_seed(data_seed, split)
     xs, ys = [], []
     for start in range(0, n, RENDER_CHUNK):
         idx = torch.arange(start, min(n, start + RENDER_CHUNK), device=device)
-        x, y = render(spec, seed, idx, device)
+        x, y = render(cfg, seed, idx, device)
         xs.append(x)
         ys.append(y)
     return torch.cat(xs), torch.cat(ys)
-
-
-DATA_FIELDS = ("data", "data_dir", "image_size", "channels", "min_count", "max_count",
-               "min_object_size", "max_object_size", "distractors", "noise", "jitter",
-               "train_size", "val_size", "data_seed", "val_fraction")
 
 
 def load_splits(cfg: TrainConfig, device: torch.device | str = "cpu") -> Splits:
@@ -59,7 +62,9 @@ def load_splits(cfg: TrainConfig, device: torch.device | str = "cpu") -> Splits:
     `val_equals_train` validates on the first val_size training samples themselves;
     `shuffle_labels` permutes the training counts with a fixed seed (Zhang et al. 2017).
     """
-    key = tuple(getattr(cfg, f) for f in DATA_FIELDS)
+    # Keyed on every field declared in TrainConfig's data and scene sections: a new data field
+    # is in the key without anyone listing it, so a cache hit never serves stale data.
+    key = tuple((f, getattr(cfg, f)) for f in data_fields())
     base = _cached_splits(key, str(device))
     train_x, train_y, val_x, val_y = base
     if cfg.shuffle_labels:
@@ -73,11 +78,10 @@ def load_splits(cfg: TrainConfig, device: torch.device | str = "cpu") -> Splits:
 
 @functools.lru_cache(maxsize=4)
 def _cached_splits(key: tuple, device: str) -> Splits:
-    cfg = TrainConfig.from_dict(dict(zip(DATA_FIELDS, key)))
+    cfg = TrainConfig.from_dict(dict(key))
     if cfg.data == "synthetic":
-        spec = SceneSpec.from_config(cfg)
-        train = synthetic_split(spec, cfg.data_seed, "train", cfg.train_size, device)
-        val = synthetic_split(spec, cfg.data_seed, "val", cfg.val_size, device)
+        train = synthetic_split(cfg, cfg.data_seed, "train", cfg.train_size, device)
+        val = synthetic_split(cfg, cfg.data_seed, "val", cfg.val_size, device)
         return Splits(*train, *val)
     root = Path(cfg.data_dir)
     if cfg.data == "carpk":

@@ -9,8 +9,9 @@ validation set, `diagnose` measures:
 - (d) train loss with only the Dropout modules in train mode;
 - (e) train loss with only the BatchNorm modules in train mode (batch statistics at the run's batch
   size; no_grad, running statistics restored afterwards);
-- (t) train loss in the run's full training mode (`set_train_mode` + augmentation): the loss the
-  training loop would see with the final weights;
+- (t) train loss in the run's full training mode (`set_train_mode` + augmentation), in the
+  precision the run trained in: the loss the training loop would see with the final weights;
+- (u) the same as (t) in fp32 (equal to (t) for an fp32 run): (t - u) is bf16 rounding;
 - (f) the printed train loss of the epoch the weights come from (epoch mean of batch losses);
 - (g) the weight-decay penalty (0.5 * wd * ||w||^2 over decayed params for SGD; 0 for AdamW,
   whose decay is decoupled). Neither optimiser adds it to the printed loss, so it is shown, never
@@ -21,11 +22,15 @@ validation set, `diagnose` measures:
 The attribution is an identity, so the rows add up exactly to the printed difference:
 
     f - a = (f - t)                          epoch-average lag
+          + (t - u)                          bf16 rounding of the training forward pass
           + (d - b)                          dropout
           + (e - b)                          BatchNorm batch statistics
           + (c - b)                          augmentation
-          + (t - d - e - c + 2b)             interaction / residual
+          + (u - d - e - c + 2b)             interaction / residual
           - (a - b)                          true generalisation gap
+
+(a) to (e) and (u) run in fp32. The printed val loss came from the run's own precision; it is
+compared with (a) measured that way too.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from countnet.augment import augment_batch
 from countnet.config import ConfigError, TrainConfig
 from countnet.datasets import Splits
 from countnet.models import set_train_mode
+from countnet.precision import autocast, resolve
 from countnet.train import loss_function
 
 DIAG_SEED = 1234  # subset choice, batch order, dropout masks and augmentation draws
@@ -62,10 +68,11 @@ BATCHNORM_TYPES: tuple[type[nn.Module], ...] = (
 # Attribution rows: key, label, formula. The sign convention: each row is what it adds to f - a.
 TERMS = (
     ("lag", "epoch-average lag", "f - t"),
+    ("precision", "bf16 rounding (training forward)", "t - u"),
     ("dropout", "dropout", "d - b"),
     ("batchnorm", "BatchNorm batch statistics", "e - b"),
     ("augmentation", "augmentation", "c - b"),
-    ("interaction", "interaction / residual", "t - d - e - c + 2b"),
+    ("interaction", "interaction / residual", "u - d - e - c + 2b"),
     ("minus_true_gap", "minus the true generalisation gap", "-(a - b)"),
 )
 
@@ -79,6 +86,7 @@ class Diagnosis:
     samples: int  # training samples measured (whole batches of batch_size)
     batch_size: int
     mechanisms: dict[str, bool]  # which mechanisms the run's training mode actually has
+    precision: str  # the precision the run trained in (t), "fp32" or "bf16"
     measurements: dict[str, float | None]  # a..g and t, see the module docstring
     printed_val_loss: float | None  # val_loss in the history row of the same epoch
     attribution: dict[str, float] | None  # TERMS keys -> contribution to f - a; None without f
@@ -148,7 +156,8 @@ def forward_mode(model: nn.Module, train_modules: Sequence[nn.Module]) -> Iterat
 
 def per_sample_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
                       train_modules: Sequence[nn.Module] = (), augment: bool = False,
-                      batch_size: int | None = None, seed: int = DIAG_SEED) -> torch.Tensor:
+                      batch_size: int | None = None, seed: int = DIAG_SEED,
+                      precision: str = "fp32") -> torch.Tensor:
     """Loss of each sample (N,) on the CPU, in eval mode except `train_modules`.
 
     Batches are consecutive slices of x at `batch_size` (default: the run's). Dropout masks come
@@ -169,7 +178,8 @@ def per_sample_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: T
             xb = x[i:i + bs].to(device)  # (b, C, H, W)
             if augment:
                 xb = augment_batch(xb, cfg.augment, gen)
-            pred = model(xb).float()  # (b,)
+            with autocast(precision, device):
+                pred = model(xb).float()  # (b,)
             out.append(crit(pred, y[i:i + bs].to(device).float()).cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
@@ -274,8 +284,12 @@ def diagnose(model: nn.Module, cfg: TrainConfig, splits: Splits,
     has = {"dropout": bool(mods["dropout"]), "batchnorm": bool(mods["batchnorm"]),
            "augmentation": cfg.augment != "none"}
 
-    def measure(train_modules: Sequence[nn.Module] = (), augment: bool = False) -> torch.Tensor:
-        return per_sample_losses(model, x, y, cfg, train_modules=train_modules, augment=augment)
+    run_precision = resolve(cfg.precision, x.device)
+
+    def measure(train_modules: Sequence[nn.Module] = (), augment: bool = False,
+                precision: str = "fp32") -> torch.Tensor:
+        return per_sample_losses(model, x, y, cfg, train_modules=train_modules, augment=augment,
+                                 precision=precision)
 
     lb = measure()
     # A mechanism the run does not have is the identity: its loss is b, bit for bit.
@@ -283,10 +297,18 @@ def diagnose(model: nn.Module, cfg: TrainConfig, splits: Splits,
     ld = measure(mods["dropout"]) if has["dropout"] else lb
     le = measure(mods["batchnorm"]) if has["batchnorm"] else lb
     all_modules = mods["dropout"] + mods["batchnorm"]
-    lt = measure(all_modules, augment=has["augmentation"]) if any(has.values()) else lb
-    la = per_sample_losses(model, splits.val_x, splits.val_y, cfg,
-                           batch_size=cfg.eval_batch_size)
-    a, b, c, d, e, t = (float(v.double().mean()) for v in (la, lb, lc, ld, le, lt))
+    lu = measure(all_modules, augment=has["augmentation"]) if any(has.values()) else lb
+    lt = (lu if run_precision == "fp32"
+          else measure(all_modules, augment=has["augmentation"], precision=run_precision))
+
+    def val_losses(precision: str) -> torch.Tensor:
+        return per_sample_losses(model, splits.val_x, splits.val_y, cfg,
+                                 batch_size=cfg.eval_batch_size, precision=precision)
+
+    la = val_losses("fp32")
+    a, b, c, d, e, t, u = (float(v.double().mean()) for v in (la, lb, lc, ld, le, lt, lu))
+    # The run printed its val loss from a forward pass in its own precision.
+    a_run = a if run_precision == "fp32" else float(val_losses(run_precision).double().mean())
 
     row = _history_row(history, epoch)
     f = float(row["train_loss"]) if row and row.get("train_loss") is not None else None
@@ -304,12 +326,14 @@ def diagnose(model: nn.Module, cfg: TrainConfig, splits: Splits,
     if f is not None:
         diff = f - a
         attribution = {
-            "lag": f - t, "dropout": d - b, "batchnorm": e - b, "augmentation": c - b,
-            "interaction": t - d - e - c + 2 * b, "minus_true_gap": -(a - b),
+            "lag": f - t, "precision": t - u, "dropout": d - b, "batchnorm": e - b,
+            "augmentation": c - b, "interaction": u - d - e - c + 2 * b,
+            "minus_true_gap": -(a - b),
         }
     notes = []
-    if printed_val is not None and not math.isclose(printed_val, a, rel_tol=1e-4, abs_tol=1e-6):
-        notes.append(f"measured val loss {a:.6g} differs from the printed {printed_val:.6g}: "
+    if printed_val is not None and not math.isclose(printed_val, a_run, rel_tol=1e-4,
+                                                    abs_tol=1e-6):
+        notes.append(f"measured val loss {a_run:.6g} differs from the printed {printed_val:.6g}: "
                      "the weights may not be those of that epoch")
     if cfg.freeze_bn:
         notes.append("BatchNorm statistics were frozen in training (freeze_bn): "
@@ -321,8 +345,10 @@ def diagnose(model: nn.Module, cfg: TrainConfig, splits: Splits,
     split["val_loss_ci95"] = list(val_ci)
     return Diagnosis(
         source=source, epoch=epoch_out, samples=len(idx), batch_size=bs, mechanisms=has,
+        precision=run_precision,
         measurements={"a_val_loss": a, "b_train_eval": b, "c_train_augmented": c,
                       "d_train_dropout": d, "e_train_batchnorm": e, "t_train_mode": t,
+                      "u_train_mode_fp32": u,
                       "f_printed_train_loss": f, "g_weight_decay_penalty": g},
         printed_val_loss=printed_val, attribution=attribution, printed_difference=diff,
         true_gap=a - b, true_gap_ci95=gap_ci, val_loss_ci95=val_ci, split=split, notes=notes)
@@ -332,6 +358,7 @@ def diagnose(model: nn.Module, cfg: TrainConfig, splits: Splits,
 
 _CAUSE_WORDS = {
     "lag": "the epoch-average lag (the printed loss averages batches while the weights moved)",
+    "precision": "bf16 rounding of the training forward pass (evaluation is measured in fp32)",
     "dropout": "dropout (active only in training)",
     "batchnorm": "BatchNorm batch statistics (training uses per-batch statistics)",
     "augmentation": "the augmentation (it makes the training images harder)",
@@ -395,7 +422,8 @@ def format_report(diag: Diagnosis) -> str:
         ("(c)", "train, eval mode, with the run's augmentation", m["c_train_augmented"]),
         ("(d)", "train, only Dropout in train mode", m["d_train_dropout"]),
         ("(e)", "train, only BatchNorm in train mode", m["e_train_batchnorm"]),
-        ("(t)", "train, the run's full training mode", m["t_train_mode"]),
+        ("(t)", f"train, the run's full training mode, {diag.precision}", m["t_train_mode"]),
+        ("(u)", "train, the run's full training mode, fp32", m["u_train_mode_fp32"]),
         ("(f)", "printed train loss (epoch mean of batch losses)", m["f_printed_train_loss"]),
         ("(g)", "weight-decay penalty (not in the printed loss)", m["g_weight_decay_penalty"]),
     ]

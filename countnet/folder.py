@@ -2,13 +2,24 @@
 
 Images of any size are resized to the model's square input. Every problem (a missing file, an image
 that cannot be decoded, a malformed row) raises DataError naming the file and the row.
+
+Untrusted folders are safe to read:
+- text files must be UTF-8; `labels.csv` is parsed by the csv module in strict mode;
+- a count is a whole number in [0, MAX_COUNT] (a float32 label of 1e39 would be inf);
+- a file named by a row must stay inside the folder: absolute paths and `..` are refused
+  (a symbolic link inside the folder is followed: whoever made the folder put it there);
+- an image may hold at most MAX_IMAGE_PIXELS pixels, checked from its header before decoding.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-from pathlib import Path
+import io
+import math
+import struct
+import warnings
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import NamedTuple
 
 import numpy as np
@@ -17,6 +28,15 @@ from PIL import Image, UnidentifiedImageError
 
 LABELS_CSV = "labels.csv"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Largest count a label may hold. Far above any real scene, far below float32 trouble (a count is
+# regressed with MSE in float32: 1e5 squared is still exact enough; 1e39 is inf).
+MAX_COUNT = 100_000
+# Decoded pixels per image (width x height): 64 MP, e.g. 8000 x 8000, below Pillow's own
+# decompression-bomb limit (89 MP). A bigger header is refused before anything is decoded.
+MAX_IMAGE_PIXELS = 64_000_000
+# Errors Pillow raises for a truncated or malformed file (its plugins use all of these).
+DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
+                 struct.error)
 
 
 class DataError(ValueError):
@@ -29,24 +49,74 @@ class Row(NamedTuple):
     where: str  # "labels.csv:LINE", for error messages
 
 
+def read_text(path: Path) -> str:
+    """A UTF-8 text file (a BOM is dropped); a byte that is not UTF-8 is named by its line."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+                        f"{e.start}); save the file as UTF-8") from None
+
+
+def check_inside(name: str, where: str) -> str:
+    """`name` as given, when it is a relative path that stays inside its folder."""
+    if "\x00" in name:
+        raise DataError(f"{where}: file name {name!r} holds a NUL character")
+    posix, windows = PurePosixPath(name), PureWindowsPath(name)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive or windows.root:
+        raise DataError(f"{where}: file name {name!r} is absolute; names must be relative to "
+                        f"the dataset folder")
+    if ".." in posix.parts or ".." in windows.parts:
+        raise DataError(f"{where}: file name {name!r} leaves the dataset folder ('..' is not "
+                        f"allowed)")
+    return name
+
+
+def parse_count(text: str, where: str) -> float:
+    """A label count: a whole number in [0, MAX_COUNT], as float."""
+    try:
+        count = float(text)
+    except ValueError:
+        raise DataError(f"{where}: count {text!r} is not a number") from None
+    if not math.isfinite(count):
+        raise DataError(f"{where}: count {text!r} is not finite")
+    if count < 0:
+        raise DataError(f"{where}: count {text!r} is negative")
+    if not count.is_integer():
+        raise DataError(f"{where}: count {text!r} is not a whole number")
+    if count > MAX_COUNT:
+        raise DataError(f"{where}: count {text!r} is above the maximum of {MAX_COUNT}")
+    return count
+
+
 def read_labels_csv(path: Path) -> list[Row]:
     """Rows of `filename,count` (a header row `filename,count` is optional)."""
     if not path.is_file():
         raise DataError(f"{path}: missing (expected filename,count rows)")
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), strict=True)
     rows: list[Row] = []
-    with path.open(newline="") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
-            if not row or (lineno == 1 and row[0].strip().lower() == "filename"):
+    first = True
+    try:
+        for row in reader:
+            lineno = reader.line_num  # the physical line, also for quoted multi-line fields
+            is_header = first and bool(row) and row[0].strip().lower() == "filename"
+            first = False
+            if not row or is_header:
                 continue
+            where = f"{path}:{lineno}"
             if len(row) != 2 or not row[0].strip():
-                raise DataError(f"{path}:{lineno}: expected 'filename,count', got {row!r}")
-            try:
-                count = float(row[1])
-            except ValueError:
-                raise DataError(f"{path}:{lineno}: count {row[1]!r} is not a number") from None
-            if count < 0 or not np.isfinite(count):
-                raise DataError(f"{path}:{lineno}: count {row[1]!r} must be finite and >= 0")
-            rows.append(Row(row[0].strip(), count, f"{path}:{lineno}"))
+                raise DataError(f"{where}: expected 'filename,count', got {row!r}")
+            name = check_inside(row[0].strip(), where)
+            rows.append(Row(name, parse_count(row[1].strip(), where), where))
+    except csv.Error as e:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows
@@ -55,13 +125,25 @@ def read_labels_csv(path: Path) -> list[Row]:
 def load_image(path: Path, image_size: int, channels: int) -> torch.Tensor:
     """One image as (C, H, W) float32 in [0, 1], resized to image_size x image_size."""
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # Pillow warns between its limit and twice it; MAX_IMAGE_PIXELS refuses those anyway.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            width, height = im.size  # from the header: nothing decoded yet
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(f"{path}: {width}x{height} px is over the limit of "
+                                f"{MAX_IMAGE_PIXELS} decoded pixels")
             im = im.convert("L" if channels == 1 else "RGB")
             im = im.resize((image_size, image_size), Image.BILINEAR)
             arr = np.asarray(im, dtype=np.float32) / 255.0
     except FileNotFoundError:
         raise DataError(f"{path}: missing") from None
-    except (UnidentifiedImageError, OSError) as e:
+    except DataError:  # a ValueError too: keep it from the generic clause below
+        raise
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: over Pillow's decompression-bomb limit ({e})") from None
+    except DECODE_ERRORS as e:
         raise DataError(f"{path}: cannot decode image ({e})") from None
     t = torch.from_numpy(arr)
     return t[None] if channels == 1 else t.permute(2, 0, 1)
@@ -73,7 +155,9 @@ def load_rows(root: Path, rows: list[Row], image_size: int,
     images = []
     for row in rows:
         try:
-            images.append(load_image(root / row.name, image_size, channels))
+            # Rows from elsewhere than read_labels_csv get the same containment check.
+            images.append(load_image(root / check_inside(row.name, row.where), image_size,
+                                     channels))
         except DataError as e:
             raise DataError(f"{row.where}: {e}") from None
     return torch.stack(images), torch.tensor([r.count for r in rows], dtype=torch.float32)
@@ -106,36 +190,48 @@ def load_labelled_folder(root: Path, image_size: int, channels: int,
             *load_rows(root, val, image_size, channels))
 
 
+def count_boxes(ann: Path) -> int:
+    """The boxes of a CARPK annotation file: lines of >= 4 finite numbers."""
+    boxes = 0
+    for box_line, text in enumerate(read_text(ann).splitlines(), start=1):
+        fields = text.split()
+        if not fields:
+            continue
+        where = f"{ann}:{box_line}"
+        if len(fields) < 4:
+            raise DataError(f"{where}: a box needs 4 numbers: {text!r}")
+        try:
+            values = [float(v) for v in fields[:4]]
+        except ValueError:
+            raise DataError(f"{where}: not a box: {text!r}") from None
+        if not all(math.isfinite(v) for v in values):
+            raise DataError(f"{where}: box coordinates must be finite: {text!r}")
+        boxes += 1
+        if boxes > MAX_COUNT:
+            raise DataError(f"{ann}: more than the maximum of {MAX_COUNT} boxes")
+    return boxes
+
+
 def carpk_split(root: Path, split: str) -> list[Row]:
     """CARPK: `ImageSets/<split>.txt` names, `Images/<name>.png`, `Annotations/<name>.txt` boxes."""
     listing = root / "ImageSets" / f"{split}.txt"
     if not listing.is_file():
         raise DataError(f"{listing}: missing (CARPK layout needs ImageSets/{{train,test}}.txt)")
     rows: list[Row] = []
-    for lineno, line in enumerate(listing.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text(listing).splitlines(), start=1):
         name = line.strip()
         if not name:
             continue
+        where = f"{listing}:{lineno}"
+        check_inside(name, where)  # names become paths under Images/ and Annotations/
         image = next((root / "Images" / f"{name}{s}" for s in IMAGE_SUFFIXES
                       if (root / "Images" / f"{name}{s}").is_file()), None)
         if image is None:
-            raise DataError(f"{listing}:{lineno}: no image Images/{name}.* for this row")
+            raise DataError(f"{where}: no image Images/{name}.* for this row")
         ann = root / "Annotations" / f"{name}.txt"
         if not ann.is_file():
-            raise DataError(f"{listing}:{lineno}: annotation {ann} is missing")
-        boxes = 0
-        for box_line, text in enumerate(ann.read_text().splitlines(), start=1):
-            fields = text.split()
-            if not fields:
-                continue
-            try:
-                [float(v) for v in fields[:4]]
-            except ValueError:
-                raise DataError(f"{ann}:{box_line}: not a box: {text!r}") from None
-            if len(fields) < 4:
-                raise DataError(f"{ann}:{box_line}: a box needs 4 numbers: {text!r}")
-            boxes += 1
-        rows.append(Row(str(image.relative_to(root)), float(boxes), f"{listing}:{lineno}"))
+            raise DataError(f"{where}: annotation {ann} is missing")
+        rows.append(Row(str(image.relative_to(root)), float(count_boxes(ann)), where))
     if not rows:
         raise DataError(f"{listing}: no rows")
     return rows

@@ -29,24 +29,43 @@ class CountHead(nn.Module):
         self.fc = nn.Linear(in_features, 1)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (B, F, h, w) -> (B,)
-        pooled = feats.sum((2, 3)) if self.pool == "sum" else feats.mean((2, 3))  # (B, F)
-        return self.fc(self.dropout(pooled)).squeeze(1)
+        # Pool and regress in fp32 even under bf16 autocast: a bf16 sum of 1,000 positions, or a
+        # bf16 count (steps of 0.125 from 16 to 32), would round the count itself.
+        with torch.autocast(feats.device.type, enabled=False):
+            feats = feats.float()
+            pooled = feats.sum((2, 3)) if self.pool == "sum" else feats.mean((2, 3))  # (B, F)
+            return self.fc(self.dropout(pooled)).squeeze(1)
+
+
+class ImageNorm(nn.Module):
+    """Subtract each image's median, its background level (objects cover well under half).
+
+    Lighting then no longer shifts the input; the net sees objects as departures from the
+    background, in either polarity. Part of the model, so train, evaluate and predict all see it.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, H, W)
+        level = x.flatten(1).median(dim=1).values  # (B,)
+        return x - level.view(-1, 1, 1, 1)
 
 
 class CountNet(nn.Module):
-    """A body producing a feature map, and a CountHead."""
+    """Input normalisation, a body producing a feature map, and a CountHead."""
 
-    def __init__(self, body: nn.Module, features: int, pool: str, dropout: float) -> None:
+    def __init__(self, body: nn.Module, features: int, pool: str, dropout: float,
+                 input_norm: str = "none") -> None:
         super().__init__()
+        self.norm = ImageNorm() if input_norm == "image" else nn.Identity()
         self.body = body
         self.head = CountHead(features, pool, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B,)
-        return self.head(self.body(x))
+        return self.head(self.body(self.norm(x)))
 
 
 def simple(channels: int = 1, width: int = 32, depth: int = 5, batchnorm: bool = False,
-           pool: str = "sum", dropout: float = 0.0, **_: object) -> CountNet:
+           pool: str = "sum", dropout: float = 0.0, input_norm: str = "none",
+           **_: object) -> CountNet:
     """A plain CNN that trains fast on a CPU: `depth` 3x3 convs, ReLU, stride 2 once.
 
     Widths grow from width/2 to width. One early stride-2 conv quarters the cost; the receptive
@@ -65,12 +84,12 @@ def simple(channels: int = 1, width: int = 32, depth: int = 5, batchnorm: bool =
             layers.append(nn.BatchNorm2d(c_out))
         layers.append(nn.ReLU(inplace=True))
         c_in = c_out
-    return CountNet(nn.Sequential(*layers), c_in, pool, dropout)
+    return CountNet(nn.Sequential(*layers), c_in, pool, dropout, input_norm)
 
 
 def _resnet(arch: str) -> Callable[..., CountNet]:
     def build(channels: int = 1, pool: str = "avg", dropout: float = 0.0, small_stem: bool = True,
-              weights_path: str = "", **_: object) -> CountNet:
+              weights_path: str = "", input_norm: str = "none", **_: object) -> CountNet:
         net = getattr(torchvision.models, arch)(weights=None)  # nothing is downloaded
         if weights_path:
             state = torch.load(Path(weights_path), map_location="cpu", weights_only=True)
@@ -84,7 +103,7 @@ def _resnet(arch: str) -> Callable[..., CountNet]:
         features = net.fc.in_features
         body = nn.Sequential(*(m for name, m in net.named_children()
                                if name not in ("avgpool", "fc")))
-        return CountNet(body, features, pool, dropout)
+        return CountNet(body, features, pool, dropout, input_norm)
 
     build.__doc__ = f"torchvision {arch} body (weights=None, or a local state_dict) + count head."
     return build
@@ -114,7 +133,8 @@ def model_from_config(cfg: TrainConfig) -> CountNet:
     """
     model = build_model(cfg.model, channels=cfg.channels, width=cfg.width, depth=cfg.depth,
                         batchnorm=cfg.batchnorm, pool=cfg.pool, dropout=cfg.dropout,
-                        small_stem=cfg.small_stem, weights_path=cfg.weights_path)
+                        small_stem=cfg.small_stem, weights_path=cfg.weights_path,
+                        input_norm=cfg.input_norm)
     if cfg.freeze_body:
         for p in model.body.parameters():
             p.requires_grad_(False)

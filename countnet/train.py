@@ -24,9 +24,10 @@ from countnet.checkpoint import load_checkpoint, save_checkpoint
 from countnet.config import ConfigError, TrainConfig
 from countnet.datasets import Splits, load_splits
 from countnet.models import model_from_config, set_train_mode
+from countnet.precision import autocast, resolve
 
-METRIC_KEYS = ("epoch", "lr", "train_loss", "train_loss_eval", "val_loss", "val_mae", "val_acc",
-               "val_off_by_one", "gap", "baseline_mse", "epoch_time_s", "images_per_s")
+METRIC_KEYS = ("epoch", "lr_now", "train_loss", "train_loss_eval", "val_loss", "val_mae",
+               "val_acc", "val_off_by_one", "gap", "baseline_mse", "epoch_time_s", "images_per_s")
 # Fields that may differ between a checkpoint and the run that resumes it.
 RESUME_FREE_FIELDS = ("device", "threads", "eval_batch_size")
 DIVERGENCE_CHECK_EVERY = 20  # steps between finiteness checks (each one syncs a GPU)
@@ -95,25 +96,33 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig,
     return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
 
 
-def autocast(cfg: TrainConfig, device: torch.device) -> torch.autocast:
-    """bf16 autocast on CUDA when asked for; a no-op context otherwise."""
-    enabled = cfg.precision == "bf16" and device.type == "cuda"
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+@torch.inference_mode()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500,
+            precision: str = "fp32") -> torch.Tensor:
+    """Raw counts (N,) in fp32 for images x (N, C, H, W), in the model's current mode.
 
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Raw counts (N,) in fp32 for images x (N, C, H, W), in the model's current mode."""
-    outs = [model(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)]
+    Args:
+        model: the net, on x's device.
+        x: images (N, C, H, W) in [0, 1].
+        batch_size: images per forward pass.
+        precision: "fp32" or "bf16" (already resolved, see countnet.precision.resolve).
+    """
+    outs = []
+    for i in range(0, len(x), batch_size):
+        with autocast(precision, x.device):
+            outs.append(model(x[i:i + batch_size]).float())  # (b,)
     return torch.cat(outs) if outs else x.new_zeros(0)
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             cfg: TrainConfig) -> dict[str, float]:
-    """Eval-mode loss, MAE, exact-count accuracy and off-by-<=1 rate. Restores the model's mode."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+             precision: str = "fp32") -> dict[str, float]:
+    """Eval-mode loss, MAE, exact-count accuracy and off-by-<=1 rate. Restores the model's mode.
+
+    The forward pass runs in `precision`, the loss and metrics in fp32.
+    """
     was_training = model.training
     model.eval()
-    pred = predict(model, x, cfg.eval_batch_size)  # (N,)
+    pred = predict(model, x, cfg.eval_batch_size, precision)  # (N,)
     model.train(was_training)
     err = (pred.round() - y).abs()
     return {"loss": loss_function(cfg)(pred, y).item(), "mae": (pred - y).abs().mean().item(),
@@ -130,18 +139,24 @@ class _Trainer:
 
     def __init__(self, cfg: TrainConfig, splits: Splits, device: torch.device) -> None:
         self.cfg, self.splits, self.device = cfg, splits, device
+        self.precision = resolve(cfg.precision, device)
         torch.manual_seed(cfg.seed)
         self.model = model_from_config(cfg).to(device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.steps = math.ceil(len(splits.train_x) / cfg.batch_size)
         self.opt = build_optimizer(self.model, cfg)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.sched = build_scheduler(self.opt, cfg, self.steps)
         self.crit = loss_function(cfg)
         self.epoch = 0
         self.history: list[dict[str, float]] = []
         n_eval = min(len(splits.val_x), cfg.train_eval_size, len(splits.train_x))
         self.train_eval_x, self.train_eval_y = splits.train_x[:n_eval], splits.train_y[:n_eval]
+        self.val_x = splits.val_x
+        if cfg.channels_last:  # evaluation inputs in the model's layout, converted once
+            self.train_eval_x = self.train_eval_x.contiguous(memory_format=torch.channels_last)
+            self.val_x = self.val_x.contiguous(memory_format=torch.channels_last)
         self.baseline_mse = splits.val_y.var(unbiased=False).item()
 
     def state(self) -> dict[str, Any]:
@@ -184,11 +199,13 @@ class _Trainer:
             xb = augment_batch(x[idx], cfg.augment, gen)  # (b, C, H, W)
             if cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast(cfg, self.device):
-                pred = self.model(xb)
+            with autocast(self.precision, self.device):
+                pred = self.model(xb)  # (b,)
             loss = self.crit(pred.float(), y[idx])
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
             lr = self.opt.param_groups[0]["lr"]
             self.opt.step()
             self.sched.step()
@@ -208,10 +225,10 @@ class _Trainer:
         t0 = time.perf_counter()
         self.epoch += 1
         train_loss, lr, train_time = self.train_epoch(progress)
-        tr = evaluate(self.model, self.train_eval_x, self.train_eval_y, self.cfg)
-        va = evaluate(self.model, self.splits.val_x, self.splits.val_y, self.cfg)
+        tr = evaluate(self.model, self.train_eval_x, self.train_eval_y, self.cfg, self.precision)
+        va = evaluate(self.model, self.val_x, self.splits.val_y, self.cfg, self.precision)
         metrics = {
-            "epoch": self.epoch, "lr": lr, "train_loss": train_loss,
+            "epoch": self.epoch, "lr_now": lr, "train_loss": train_loss,
             "train_loss_eval": tr["loss"], "val_loss": va["loss"], "val_mae": va["mae"],
             "val_acc": va["acc"], "val_off_by_one": va["off_by_one"],
             "gap": va["loss"] - tr["loss"], "baseline_mse": self.baseline_mse,

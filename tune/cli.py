@@ -8,6 +8,8 @@ line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
 import tempfile
 import time
@@ -19,6 +21,7 @@ from tune.space import SearchSpace, load_space
 
 DEFAULT_STORAGE = "experiments"
 EXIT_INTERRUPTED = 130  # as for Ctrl+C: the search stopped before num_samples trials finished
+MAX_RAY_VERBOSE = 2  # Ray's most verbose output (-vv)
 SMOKE_SPACE = "smoke.yaml"
 
 
@@ -27,14 +30,22 @@ def register_search(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search", help="hyperparameter search (Ray Tune + Optuna TPE + ASHA)",
         description="Search a space of TrainConfig values with Ray Tune, Optuna's TPE sampler and "
-        "ASHA early stopping. Prints the top trials, the best checkpoint and the tensorboard "
-        "command. The Optuna study is stored in SQLite in the experiment directory.")
+        "ASHA early stopping. Prints a status line per trial event while it runs (stderr), then "
+        "the top trials, the best checkpoint and the tensorboard command (stdout), and writes "
+        "`countnet report`'s plots into EXPERIMENT_DIR/report. The Optuna study is stored in "
+        "SQLite in the experiment directory.")
     p.add_argument("--space", type=Path, help="search-space YAML (see search_spaces/)")
     # str, not Path: Path("s3://b/x") drops a slash of the URI.
     p.add_argument("--resume", metavar="EXPERIMENT_DIR",
-                   help="continue an interrupted search in EXPERIMENT_DIR (a path or URI)")
-    p.add_argument("--num-samples", type=int, help="trials (overrides the space)")
-    p.add_argument("--max-epochs", type=int, help="epochs of a full trial (overrides the space)")
+                   help="continue an interrupted search in EXPERIMENT_DIR (a path or URI). "
+                   "Trusted input only: Ray unpickles the experiment state, which can run "
+                   "code; resume only experiments you or your cluster wrote")
+    p.add_argument("--num-samples", type=int,
+                   help="trials (overrides the space; with --resume: the resumed search's new "
+                   "total, at least the trials it has)")
+    p.add_argument("--max-epochs", type=int,
+                   help="epochs of a full trial (overrides the space; a resumed search keeps "
+                   "its own)")
     p.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT (default: start an "
                    "embedded local Ray)")
     p.add_argument("--storage", default=DEFAULT_STORAGE,
@@ -45,9 +56,19 @@ def register_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-failures", type=int, default=2,
                    help="times Ray restarts a crashed trial from its last checkpoint (default 2)")
     p.add_argument("--export", type=Path, metavar="BUNDLE_DIR",
-                   help="after the search, export the best checkpoint as a bundle")
+                   help="after the search, export the best checkpoint as a bundle (a non-empty "
+                   "BUNDLE_DIR is refused before the search starts, unless --force)")
+    p.add_argument("--force", action="store_true",
+                   help="with --export: replace an earlier bundle in BUNDLE_DIR (never merged)")
     p.add_argument("--smoke-test", action="store_true",
                    help="4 trials x 3 epochs of tiny data on the embedded Ray (about a minute)")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write EXPERIMENT_DIR/report (plots, trials.csv, report.md)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("-v", "--verbose", action="count", default=0,
+                     help="Ray's own output instead of countnet's status lines (-vv: all of it)")
+    out.add_argument("-q", "--quiet", action="store_true",
+                     help="print only the final table")
     p.set_defaults(func=run_search)
 
 
@@ -57,10 +78,17 @@ def register_export(sub: argparse._SubParsersAction) -> None:
         "export", help="export the best checkpoint of a search as a bundle",
         description="Pick the best trial by the target metric over all its epochs, take the "
         "checkpoint of that epoch (not the last one), and write a bundle (model.pt, "
-        "config.json, metrics.json) that `countnet predict` loads without Ray.")
+        "config.json, metrics.json) that `countnet predict` loads without Ray. "
+        "EXPERIMENT_DIR is trusted input: Ray unpickles its experiment state, which can run "
+        "code, so export only experiments you or your cluster wrote. The bundle is safe to "
+        "share: tensors and JSON only.")
     p.add_argument("experiment", nargs="?", metavar="EXPERIMENT_DIR",
                    help="the search's experiment: a directory or a URI (s3://...)")
-    p.add_argument("--out", type=Path, metavar="BUNDLE_DIR", help="bundle directory to write")
+    p.add_argument("--out", type=Path, metavar="BUNDLE_DIR",
+                   help="bundle directory to write (must be empty or absent, unless --force)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier bundle in BUNDLE_DIR: the new one is written aside "
+                   "and renamed into place, never merged")
     p.add_argument("--metric", help="rank by this metric (default: the search's target)")
     p.add_argument("--mode", choices=("min", "max"),
                    help="with --metric: whether lower or higher is better")
@@ -81,7 +109,6 @@ def run_search(args: argparse.Namespace) -> int:
         if args.space is not None or args.smoke_test:
             raise ConfigError("--resume takes no --space or --smoke-test: the experiment "
                               "directory holds its space")
-        outcome = resume_search(args.resume, address=args.address)
     else:
         if args.smoke_test == (args.space is not None):
             raise ConfigError("give --space FILE, --resume EXPERIMENT_DIR or --smoke-test")
@@ -90,17 +117,59 @@ def run_search(args: argparse.Namespace) -> int:
         name = args.name or f"{Path(str(path)).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         if args.max_failures < 0:
             raise ConfigError(f"--max-failures: must be >= 0, got {args.max_failures}")
+    if args.export is not None:  # refused now, not after an hour of search
+        from countnet.bundle import BUNDLE_OUTPUT
+        from countnet.outdir import check_out_dir
+
+        check_out_dir(args.export, force=args.force, kind=BUNDLE_OUTPUT, flag="--export")
+    # -v: Ray's output (its verbose 1 or 2); default: countnet's status lines; -q: neither.
+    output = {"verbose": min(args.verbose, MAX_RAY_VERBOSE),
+              "progress": not args.quiet and not args.verbose}
+    if args.resume is not None:
+        outcome = resume_search(args.resume, address=args.address, num_samples=args.num_samples,
+                                max_epochs=args.max_epochs, **output)
+    else:
         outcome = search(space, storage=args.storage, name=name, seed=args.seed,
-                         address=args.address, max_failures=args.max_failures)
-    print_summary(outcome)
+                         address=args.address, max_failures=args.max_failures, **output)
+    print_summary(outcome, quiet=args.quiet)
     if not outcome.finished:
         return EXIT_INTERRUPTED
+    status = 0
     if args.export is not None:
         if outcome.best is None:
             print("nothing to export", file=sys.stderr)
-            return 1
-        export_best(outcome.exp_dir, args.export)
-    return 0
+            status = 1
+        else:  # "exported ... to BUNDLE_DIR" is a message: stderr, and none when quiet
+            with contextlib.redirect_stdout(io.StringIO() if args.quiet else sys.stderr):
+                export_best(outcome.exp_dir, args.export, force=args.force, flag="--export")
+    if not args.no_report:
+        write_search_report(outcome.exp_dir, args.export if status == 0 else None, args.quiet)
+    return status
+
+
+def write_search_report(exp_dir: str, bundle: Path | None, quiet: bool) -> None:
+    """EXPERIMENT_DIR/report after a search; a failure there is a note, not a failed search.
+
+    Args:
+        exp_dir: the experiment directory (a URI gets no report: it reads local files).
+        bundle: the exported bundle, whose evaluation (if any) the report shows.
+        quiet: print nothing unless it fails.
+    """
+    from countnet.report import REPORT_DIR, write_report
+    from tune.storage import is_uri
+
+    if is_uri(exp_dir):
+        if not quiet:
+            print(f"report: not written for {exp_dir} (cloud storage); run `countnet report` "
+                  f"on a local copy", file=sys.stderr)
+        return
+    try:
+        md = write_report(exp_dir, Path(exp_dir) / REPORT_DIR, bundle=bundle)
+    except Exception as exc:  # the search itself succeeded: say why, keep its exit status
+        print(f"report: not written ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return
+    if not quiet:
+        print(f"report: {md}", flush=True)
 
 
 def apply_overrides(space: SearchSpace, num_samples: int | None,
@@ -128,15 +197,16 @@ def run_export(args: argparse.Namespace) -> int:
     if args.confirm_seeds < 0:
         raise ConfigError(f"--confirm-seeds: must be >= 0, got {args.confirm_seeds}")
     export_best(args.experiment, args.out, metric=args.metric, mode=args.mode,
-                confirm_seeds=args.confirm_seeds)
+                confirm_seeds=args.confirm_seeds, force=args.force)
     return 0
 
 
 def export_smoke_test() -> int:
     """Smoke search -> export -> predict, all in a temporary directory."""
+    from countnet.cli.predict import format_count
+    from countnet.config import TrainConfig
     from countnet.generate import write_dataset
     from countnet.predict import count_images
-    from countnet.scenes import SceneSpec
     from tune.export import export_best
     from tune.search import run_search as search
 
@@ -144,8 +214,12 @@ def export_smoke_test() -> int:
         space = load_space(files("search_spaces") / SMOKE_SPACE)
         outcome = search(space, storage=tmp, name="smoke", seed=0, verbose=0)
         bundle = Path(tmp) / "bundle"
-        export_best(outcome.exp_dir, bundle)
-        write_dataset(Path(tmp) / "images", SceneSpec(), 4, seed=7)
+        # export_best names the bundle's path, which is deleted on exit: say what happened.
+        with contextlib.redirect_stdout(io.StringIO()):
+            metrics = export_best(outcome.exp_dir, bundle)
+        print(f"exported trial {metrics['trial_id']} epoch {metrics['epoch']} to a temporary "
+              f"bundle (deleted at exit); counts of 4 new images:", file=sys.stderr)
+        write_dataset(Path(tmp) / "images", TrainConfig(), 4, seed=7)
         for path, raw in count_images(bundle, [Path(tmp) / "images"]):
-            print(f"{path.name},{max(0, round(raw))},{raw:.3f}")
+            print(f"{path.name},{format_count(raw)},{raw:.3f}")
     return 0

@@ -25,12 +25,13 @@ class ResourceError(ConfigError):
     """A trial asks for more than any node has: it would stay PENDING forever."""
 
 
-def connect(address: str | None) -> bool:
+def connect(address: str | None, log_to_driver: bool = True) -> bool:
     """Join `address` (auto | HOST:PORT), or start an embedded local Ray when None.
 
     Returns True when this call started Ray (the caller then shuts it down). An already
     initialised Ray (e.g. a test's) is reused. The embedded Ray has no dashboard; Ray's token
-    authentication is left as Ray configures it.
+    authentication is left as Ray configures it. `log_to_driver=False` keeps the workers'
+    output in Ray's log files instead of this terminal (a quiet `countnet search`).
     """
     # Quiet the "snapshot triggered often" warning: per-epoch checkpoints are the design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -40,10 +41,11 @@ def connect(address: str | None) -> bool:
     if address is None:
         # "local": always a new single-machine Ray, never a cluster found via RAY_ADDRESS or
         # /tmp/ray/ray_current_cluster. No dashboard for an embedded run.
-        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", include_dashboard=False, logging_level="WARNING",
+                 log_to_driver=log_to_driver)
         return True
     try:
-        ray.init(address=address, logging_level="WARNING")
+        ray.init(address=address, logging_level="WARNING", log_to_driver=log_to_driver)
     except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
         # Without RAY_AUTH_MODE=token Ray sends no token to HOST:PORT and retries for ~35 s.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -11,17 +11,26 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from countnet.bundle import write_bundle
+from countnet import suite
+from countnet.bundle import BUNDLE_OUTPUT, write_bundle
 from countnet.checkpoint import load_checkpoint
+from countnet.cli.output import finite
 from countnet.config import ConfigError, TrainConfig
+from countnet.outdir import check_out_dir
 from countnet.train import METRIC_KEYS, Diverged, fit
 from tune.results import TrialSummary, best_row, load_trials, read_search_info
 from tune.storage import normalise
 
 
 def export_best(exp_dir: str | Path, out_dir: str | Path, *, metric: str | None = None,
-                mode: str | None = None, confirm_seeds: int = 0) -> dict[str, Any]:
-    """Write the bundle of the best (trial, epoch) and return its metrics.json content."""
+                mode: str | None = None, confirm_seeds: int = 0, force: bool = False,
+                flag: str = "--out") -> dict[str, Any]:
+    """Write the bundle of the best (trial, epoch) and return its metrics.json content.
+
+    A non-empty `out_dir` is refused before any work unless `force` (then an earlier bundle is
+    replaced whole). The bundle is staged and renamed into place (`write_bundle`).
+    """
+    check_out_dir(out_dir, force=force, kind=BUNDLE_OUTPUT, flag=flag)
     info = read_search_info(exp_dir)
     metric, mode = _metric_and_mode(info, metric, mode)
     trials = load_trials(exp_dir, metric, mode)
@@ -42,6 +51,8 @@ def export_best(exp_dir: str | Path, out_dir: str | Path, *, metric: str | None 
     }
     if confirm_seeds:
         metrics["confirm_seeds"] = confirm(cfg, epoch, confirm_seeds)
+    if suite.applies(cfg):  # the shift suite's figures, so that a search can rank by them
+        metrics["suite"] = finite(suite.record_suite(state["model"], cfg))
     write_bundle(out_dir, state["model"], cfg, metrics)
     print(f"exported trial {trial.trial_id} epoch {epoch} ({metric}={row[metric]:.4g}, "
           f"val_acc={row['val_acc']:.3f}) to {out_dir}", flush=True)

@@ -64,9 +64,35 @@ class TrialSummary:
 
 
 def read_search_info(exp_dir: str | Path) -> dict[str, Any]:
-    """The search's own record (target, metric, mode, ...); {} for a foreign experiment."""
-    text = read_text(f"{normalise(exp_dir)}/{SEARCH_INFO_FILE}")
-    return json.loads(text) if text else {}
+    """The search's own record (target, metric, mode, ...); {} for a foreign experiment.
+
+    A torn or edited record is one ConfigError line naming the file and what is wrong with it.
+    """
+    where = f"{normalise(exp_dir)}/{SEARCH_INFO_FILE}"
+    try:
+        text = read_text(where)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: not UTF-8 text (offset {e.start})") from None
+    if text is None:
+        return {}
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{where}: not valid JSON (line {e.lineno} column {e.colno}: "
+                          f"{e.msg}); was the search interrupted while writing it?") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: not valid JSON (nested too deeply)") from None
+    if not isinstance(info, dict):
+        raise ConfigError(f"{where}: must hold a JSON object, got {type(info).__name__}")
+    if info.get("metric") not in METRIC_KEYS:
+        raise ConfigError(f"{where}: metric: must be one of {', '.join(METRIC_KEYS)}; got "
+                          f"{info.get('metric')!r}")
+    if info.get("mode") not in ("min", "max"):
+        raise ConfigError(f"{where}: mode: must be min or max; got {info.get('mode')!r}")
+    if not isinstance(info.get("space"), dict):
+        raise ConfigError(f"{where}: space: must be the search space as a mapping; got "
+                          f"{type(info.get('space')).__name__}")
+    return info
 
 
 def load_trials(exp_dir: str | Path, metric: str, mode: str) -> list[TrialSummary]:

@@ -10,6 +10,7 @@ experiment when the search ends.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow.fs
@@ -45,10 +46,17 @@ def read_text(location: str) -> str | None:
 
 
 def write_text(location: str, text: str) -> None:
+    """Write a text file at a local path or URI, whole or not at all.
+
+    It is written beside its final name and then moved there, so a reader (`--resume`,
+    `countnet export`) never sees a half-written countnet_search.json after a crash.
+    """
     fs, path = pyarrow.fs.FileSystem.from_uri(normalise(location))
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
+    staging = f"{path}.partial-{os.getpid()}"
+    with fs.open_output_stream(staging) as f:
         f.write(text.encode())
+    fs.move(staging, path)
 
 
 def upload(local_file: Path, location: str) -> None:

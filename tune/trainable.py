@@ -15,7 +15,7 @@ import tempfile
 from typing import Any
 
 import ray
-from ray import tune
+from ray import tune as ray_tune  # Ray Tune; `tune` is this package
 
 from countnet.train import Diverged, SaveFn, fit
 from tune.optuna_search import DIVERGED_KEY
@@ -25,7 +25,7 @@ from tune.space import trial_config
 def train_countnet(config: dict[str, Any]) -> None:
     """Train one trial's config; a diverged trial ends normally, marked `diverged`."""
     # torch's intra-op threads follow the CPUs Ray gave this trial.
-    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+    cpus = ray_tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     cfg = trial_config(config).replace(threads=max(1, int(cpus)))
     where = {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname()}
 
@@ -34,14 +34,14 @@ def train_countnet(config: dict[str, Any]) -> None:
         diverged = not math.isfinite(metrics["train_loss"])
         if not all(math.isfinite(v) for v in metrics.values()):
             # No checkpoint: a NaN/inf epoch must never be ranked, kept or exported.
-            tune.report({**metrics, **where, DIVERGED_KEY: diverged})
+            ray_tune.report({**metrics, **where, DIVERGED_KEY: diverged})
             return
         with tempfile.TemporaryDirectory() as tmp:
             save(tmp)
-            tune.report({**metrics, **where, DIVERGED_KEY: False},
-                        checkpoint=tune.Checkpoint.from_directory(tmp))
+            ray_tune.report({**metrics, **where, DIVERGED_KEY: False},
+                        checkpoint=ray_tune.Checkpoint.from_directory(tmp))
 
-    checkpoint = tune.get_checkpoint()
+    checkpoint = ray_tune.get_checkpoint()
     resume = checkpoint.as_directory() if checkpoint else contextlib.nullcontext()
     # A diverged trial was reported (marked `diverged`) above; it ends and the search goes on.
     with resume as resume_dir, contextlib.suppress(Diverged):

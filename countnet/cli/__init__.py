@@ -11,10 +11,12 @@ import importlib
 import sys
 from importlib.metadata import entry_points
 
+from countnet import __version__
 from countnet.config import ConfigError
 from countnet.folder import DataError
 
-BUILTIN_COMMANDS = ("generate", "train", "predict", "diagnose", "overfit_check")
+BUILTIN_COMMANDS = ("generate", "train", "predict", "evaluate", "diagnose", "overfit_check",
+                    "report")
 ENTRY_POINT_GROUP = "countnet.commands"
 EXIT_BAD_INPUT = 2
 
@@ -23,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="countnet", description="Count objects in images with a CNN: train, search, "
         "diagnose why the train loss sits above the val loss, and predict.")
+    parser.add_argument("--version", action="version", version=f"countnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in BUILTIN_COMMANDS:
         importlib.import_module(f"countnet.cli.{name}").register(sub)
@@ -31,13 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_device(device: str, flag: str) -> None:
+    """Refuse `cuda` up front on a machine without it, naming the flag that asked for it."""
+    if device == "cuda":
+        import torch  # here: `countnet --help` need not import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{flag}: CUDA is not available on this machine (torch "
+                              f"{torch.__version__} sees no GPU); use auto or cpu")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; bad input (config, data, files) -> one line on stderr, exit 2."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (ConfigError, DataError, FileNotFoundError) as e:
-        print(f"countnet {args.command}: error: {e}", file=sys.stderr)
+        # One line, always: a message may quote a file's text or an OS error with newlines.
+        print(f"countnet {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:  # `countnet predict ... | head`: the reader left; not an error
         sys.stderr.close()

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 import tempfile
 from pathlib import Path
 
-from countnet.config import ConfigError, TrainConfig
+from countnet.cli import check_device
+from countnet.config import DEVICES, ConfigError, TrainConfig
 from countnet.generate import write_dataset
 from countnet.predict import count_images
 from countnet.rundir import RunLogger
-from countnet.scenes import SceneSpec
 from countnet.train import fit
 
 
@@ -21,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", nargs="?", type=Path, metavar="RUN_OR_BUNDLE",
                    help="exported bundle dir, run dir, or checkpoint")
     p.add_argument("images", nargs="*", type=Path, metavar="IMAGES_OR_DIRS")
+    p.add_argument("--device", choices=DEVICES,
+                   help="auto, cpu or cuda (default: the model's own, or the CPU for a model "
+                   "trained on CUDA when this machine has none)")
     p.add_argument("--smoke-test", action="store_true",
                    help="generate 16 scenes, train a tiny model 2 epochs, predict them")
     p.set_defaults(func=run)
@@ -31,21 +36,35 @@ def run(args: argparse.Namespace) -> int:
         return smoke_test()
     if args.model is None or not args.images:
         raise ConfigError("usage: countnet predict RUN_OR_BUNDLE IMAGES_OR_DIRS...")
-    print_counts(args.model, args.images)
+    if args.device is not None:
+        check_device(args.device, f"--device {args.device}")
+    print_counts(args.model, args.images, args.device)
     return 0
 
 
-def print_counts(model: Path, images: list[Path]) -> None:
+def format_count(raw: float) -> str:
+    """The rounded, non-negative count; `nan` when the model gave NaN or inf (no count)."""
+    return str(max(0, round(raw))) if math.isfinite(raw) else "nan"
+
+
+def print_counts(model: Path, images: list[Path], device: str | None = None) -> None:
+    """The CSV on stdout. A NaN/inf prediction prints `nan` and one warning line at the end."""
+    results = count_images(model, images, device)  # a bad model or path fails before any output
     print("filename,count,raw")
-    for path, raw in count_images(model, images):
-        print(f"{path},{max(0, round(raw))},{raw:.4f}", flush=True)
+    bad = 0
+    for path, raw in results:
+        bad += not math.isfinite(raw)
+        print(f"{path},{format_count(raw)},{raw:.4f}", flush=True)
+    if bad:
+        print(f"countnet predict: warning: {bad} prediction(s) were not finite (count printed "
+              f"as nan): the model's weights or the input are broken", file=sys.stderr)
 
 
 def smoke_test() -> int:
     from countnet.cli.train import SMOKE_OVERRIDES
 
     with tempfile.TemporaryDirectory() as tmp:
-        write_dataset(Path(tmp) / "images", SceneSpec(), 16, seed=123)
+        write_dataset(Path(tmp) / "images", TrainConfig(), 16, seed=123)
         cfg = TrainConfig.from_dict(SMOKE_OVERRIDES)
         logger = RunLogger(Path(tmp) / "run", cfg)
         fit(cfg, logger)

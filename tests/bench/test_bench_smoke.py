@@ -1,8 +1,10 @@
 """Every bench script runs end to end at a tiny size and writes its result JSON.
 
-No figure is checked (speed figures live in the scripts' own output, never in tests): only that
-each script works with the real parts (real Ray, real Tune trials, real `countnet train`
-processes) and that its JSON has the top-level `ratio` and `goal`. The Ray scripts run in this
+No figure is checked (speed and accuracy figures live in the scripts' own output, never in tests):
+only that each script works with the real parts (real Ray, real Tune trials, real `countnet
+train` processes, real training and shift suites) and that its JSON has the top-level `ratio`,
+`goal`, `goal_met` and `machine`. One exception is a correctness bound, not a figure: data.py's
+PIL side must draw the generator's scenes to within 1e-4. The Ray scripts run in this
 process on one shared local Ray, so Ray starts once.
 """
 
@@ -57,7 +59,36 @@ def local_ray():
 def test_data_tiny(tmp_path) -> None:
     assert load_script("data").main(["--tiny", "--out-dir", str(tmp_path)]) == 0
     result = check_result(tmp_path / "data-tiny.json")
-    assert result["max_abs_diff"] < 1e-4  # PIL drew the very same scenes
+    # PIL drew the very same scenes: at the defaults (blur included) and in every variant.
+    assert result["max_abs_diff"] < 1e-4
+    assert set(result["max_abs_diff_by_check"]) == {"defaults", "no_blur", "distractors", "rgb"}
+    assert all(d < 1e-4 for d in result["max_abs_diff_by_check"].values())
+
+
+def test_precision_tiny(tmp_path) -> None:
+    assert load_script("precision").main(["--tiny", "--out-dir", str(tmp_path)]) == 0
+    result = check_result(tmp_path / "precision-tiny.json")
+    modes = {"fp32", "fp32+channels_last", "bf16", "bf16+channels_last"}
+    assert set(result["train_images_per_s"]) == modes == set(result["eval_images_per_s"])
+    assert result["auto_resolves_to"] in ("fp32", "bf16")
+
+
+def test_loop_tiny(tmp_path) -> None:
+    assert load_script("loop").main(["--tiny", "--out-dir", str(tmp_path)]) == 0
+    result = check_result(tmp_path / "loop-tiny.json")
+    assert [row["epoch"] for row in result["epochs"]] == [1, 2]
+    assert math.isfinite(result["eval_share"])
+
+
+def test_default_seeds_tiny(tmp_path) -> None:
+    assert load_script("default_seeds").main(["--tiny", "--out-dir", str(tmp_path)]) == 0
+    result = check_result(tmp_path / "default_seeds-tiny.json")
+    assert [run["seed"] for run in result["runs"]] == [0, 1, 2]
+    suite_sets = {"test", "pil", "bright", "dim", "inverted", "noisy", "blur", "dense", "sizes"}
+    for run in result["runs"]:
+        assert set(run["suite"]) == suite_sets
+        assert run["test_split"]["n"] == 64 and run["suite"]["pil"]["n"] == 20
+    assert result["hardest_set"] in suite_sets
 
 
 @pytest.mark.slow
@@ -86,6 +117,7 @@ def test_run_all_lists_every_script() -> None:
     out = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--list", "--quick"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    for name in ("data.py", "overhead.py", "trial_startup.py", "search_efficiency.py", "gpu.sh"):
+    for name in ("data.py", "precision.py", "loop.py", "overhead.py", "trial_startup.py",
+                 "search_efficiency.py", "default_seeds.py", "gpu.sh"):
         assert name in out.stdout
-    assert out.stdout.count("--quick") == 4  # gpu.sh has one size
+    assert out.stdout.count("--quick") == 7  # gpu.sh has one size

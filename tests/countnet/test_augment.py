@@ -3,11 +3,12 @@ from __future__ import annotations
 import torch
 
 from countnet.augment import augment_batch
-from countnet.scenes import SceneSpec, render
+from countnet.config import TrainConfig
+from countnet.scenes import render
 
 
 def test_dihedral_preserves_every_pixel_value_and_count() -> None:
-    x, _ = render(SceneSpec(noise=0.0), 0, torch.arange(32))
+    x, _ = render(TrainConfig(noise_max=0.0), 0, torch.arange(32))
     out = augment_batch(x, "dihedral", torch.Generator().manual_seed(0))
     assert out.shape == x.shape
     # A flip/rotation permutes pixels: the sorted values of each image are unchanged.
@@ -16,7 +17,7 @@ def test_dihedral_preserves_every_pixel_value_and_count() -> None:
 
 
 def test_same_generator_seed_same_augmentation() -> None:
-    x, _ = render(SceneSpec(), 0, torch.arange(8))
+    x, _ = render(TrainConfig(), 0, torch.arange(8))
     for kind in ("dihedral", "crop"):
         a = augment_batch(x, kind, torch.Generator().manual_seed(3))
         b = augment_batch(x, kind, torch.Generator().manual_seed(3))
@@ -25,7 +26,7 @@ def test_same_generator_seed_same_augmentation() -> None:
 
 def test_crop_changes_images_for_any_batch_size() -> None:
     for b in (1, 5, 32):
-        x, _ = render(SceneSpec(), 0, torch.arange(b))
+        x, _ = render(TrainConfig(), 0, torch.arange(b))
         out = augment_batch(x, "crop", torch.Generator().manual_seed(0))
         assert out.shape == x.shape and not torch.equal(out, x)
 

@@ -24,9 +24,14 @@ from countnet.diagnose_io import diagnose_path, load_for_diagnosis
 from countnet.models import model_from_config
 from countnet.rundir import RunLogger
 from countnet.train import fit
+from tests.countnet.test_scenes import PLAIN
 
+# The old grid scenes in one fixed look, no gradient clipping: the mechanisms' sizes below were
+# calibrated so (clipping tames the noisy batch-of-4 BatchNorm runs), and the diagnosis itself
+# does not depend on what the scenes look like or how the run was optimised.
 TINY = {"image_size": 32, "max_count": 8, "width": 16, "depth": 4, "train_size": 256,
-        "val_size": 128, "train_eval_size": 256, "batch_size": 32, "epochs": 2, "threads": 1}
+        "val_size": 128, "train_eval_size": 256, "batch_size": 32, "epochs": 2, "threads": 1,
+        **PLAIN, "layout": "grid", "grad_clip": 0.0}
 MECHANISMS = ("dropout", "batchnorm", "augmentation")
 
 
@@ -127,7 +132,7 @@ def _head_lambda_max(cfg: TrainConfig) -> float:
     model = model_from_config(cfg)
     x = load_splits(cfg).train_x
     with torch.no_grad():
-        feats = model.body(x).sum((2, 3))  # (N, F): sum pooling
+        feats = model.body(model.norm(x)).sum((2, 3))  # (N, F): sum pooling
     phi = torch.cat([feats, torch.ones(len(feats), 1)], 1).double()  # (N, F + 1)
     return torch.linalg.eigvalsh(2 * phi.T @ phi / len(phi)).max().item()
 
@@ -143,7 +148,7 @@ def test_lag_sign_of_a_rising_lr_run(tmp_path, peak, sign) -> None:
     """
     cfg = TrainConfig.from_dict({**TINY, "train_size": 512, "train_eval_size": 512,
                                  "freeze_body": True, "optimizer": "sgd", "momentum": 0.0,
-                                 "schedule": "lr_range"})
+                                 "schedule": "lr_range", "precision": "fp32"})
     lr = peak * 2 / _head_lambda_max(cfg)
     run, _, _ = train_run(tmp_path, **{**cfg.to_dict(), "lr": lr})
     diag = diagnose_path(run, samples=512, tensorboard=False)
@@ -221,3 +226,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, make) -> None:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(target) in err
     assert re.match(r"countnet diagnose: error: ", err)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_bf16_rounding_is_its_own_term_and_the_printed_val_loss_matches(tmp_path,
+                                                                          precision) -> None:
+    """(t) runs in the run's precision, (u) in fp32: bf16 rounding never hides in the lag."""
+    run, _, _ = train_run(tmp_path, precision=precision)
+    diag = diagnose_path(run, samples=256, tensorboard=False)
+    assert_adds_up(diag)
+    assert diag.precision == precision
+    if precision == "fp32":
+        assert diag.attribution["precision"] == 0.0
+    else:
+        assert diag.attribution["precision"] != 0.0
+    # The printed val loss was measured in the run's own precision, and so is its check.
+    assert not any("differs from the printed" in n for n in diag.notes)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from countnet.config import TrainConfig
+from countnet.config import MODEL_NAMES, TrainConfig
 from countnet.models import MODELS, build_model, model_from_config, set_train_mode
 
 
@@ -48,3 +48,18 @@ def test_freeze_body_trains_the_head_only_and_freeze_bn_fixes_statistics() -> No
     assert all(m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     set_train_mode(model, cfg.replace(freeze_bn=True))
     assert not any(m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_config_model_names_are_the_registry() -> None:
+    """config.py keeps the names without importing torch; they must be the registry's."""
+    assert tuple(MODELS) == MODEL_NAMES
+
+
+@pytest.mark.parametrize("norm", ["none", "image"])
+def test_image_norm_removes_the_background_level(norm: str) -> None:
+    torch.manual_seed(0)
+    model = build_model("simple", width=8, depth=3, input_norm=norm).eval()
+    x = torch.rand(4, 1, 64, 64) * 0.2
+    with torch.no_grad():
+        same = torch.allclose(model(x), model(x + 0.5), atol=1e-5)
+    assert same == (norm == "image")  # only the normalised net ignores a uniform lift

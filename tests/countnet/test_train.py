@@ -8,6 +8,7 @@ import torch
 from countnet.checkpoint import load_checkpoint
 from countnet.config import ConfigError, TrainConfig
 from countnet.train import METRIC_KEYS, Diverged, fit
+from tests.countnet.test_scenes import PLAIN
 
 TINY = {"train_size": 128, "val_size": 64, "width": 8, "depth": 3, "batch_size": 32,
         "epochs": 2, "threads": 1}
@@ -25,9 +26,12 @@ def test_callback_gets_exactly_the_metric_keys_every_epoch() -> None:
 
 
 def test_overfits_one_small_batch_to_near_zero() -> None:
-    cfg = TrainConfig.from_dict({**TINY, "train_size": 16, "batch_size": 16, "val_size": 16,
-                                 "width": 16, "depth": 4, "epochs": 200, "lr": 3e-3,
-                                 "schedule": "constant", "noise": 0.0})
+    # The old grid scenes in one fixed look, constant lr, no clipping: this tests the loop, not
+    # the data (free scenes with random looks take a 16-wide net far more than 200 steps).
+    cfg = TrainConfig.from_dict({**TINY, **PLAIN, "layout": "grid", "train_size": 16,
+                                 "batch_size": 16, "val_size": 16, "width": 16, "depth": 4,
+                                 "epochs": 200, "lr": 3e-3, "schedule": "constant",
+                                 "grad_clip": 0.0})
     history = fit(cfg)
     assert history[-1]["train_loss_eval"] < 0.05 * history[-1]["baseline_mse"]
     assert history[-1]["train_loss_eval"] < 0.2
@@ -82,7 +86,7 @@ def test_schedules_and_optimisers(schedule) -> None:
     lrs = []
     cfg = TrainConfig.from_dict({**TINY, "schedule": schedule, "optimizer": "sgd",
                                  "weight_decay": 1e-4, "lr": 1e-3, "epochs": 3, "loss": "huber"})
-    fit(cfg, lambda m, save: lrs.append(m["lr"]))
+    fit(cfg, lambda m, save: lrs.append(m["lr_now"]))
     if schedule == "lr_range":
         assert lrs[0] < lrs[1] < lrs[2] <= 1e-3 + 1e-12
     if schedule == "constant":

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,8 @@ import torch
 
 from countnet.checkpoint import load_checkpoint
 from countnet.cli import main
-from tune.results import rank
+from tune.export import export_best
+from tune.results import SEARCH_INFO_FILE, rank
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +83,102 @@ def test_confirm_seeds_writes_mean_and_std(main_search, tmp_path) -> None:
         assert len(values) == 2
         assert confirm[key]["mean"] == pytest.approx(sum(values) / 2)
         assert confirm[key]["std"] >= 0
+
+
+# --- never clobber, never mix; bad experiment records -----------------------------------------
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_export_into_a_used_dir_is_refused_and_force_replaces_it(main_search, bundle, tmp_path,
+                                                                capsys) -> None:
+    _, outcome = main_search
+    out = tmp_path / "bundle"
+    shutil.copytree(bundle, out)
+    (out / "stale.txt").write_text("from an older export\n")
+    before = _files(out)
+    assert main(["export", outcome.exp_dir, "--out", str(out)]) == 2
+    assert f"--out {out}: not empty" in _one_error_line(capsys)
+    assert _files(out) == before
+    assert main(["export", outcome.exp_dir, "--out", str(out), "--force",
+                 "--metric", "val_acc", "--mode", "max"]) == 0
+    # Replaced whole: the older export's extra file is gone, the metrics are the new ranking.
+    assert sorted(_files(out)) == ["config.json", "metrics.json", "model.pt"]
+    assert json.loads((out / "metrics.json").read_text())["metric"] == "val_acc"
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no staging dir left
+
+
+def test_an_export_killed_in_the_middle_leaves_the_old_bundle(main_search, bundle, tmp_path,
+                                                             monkeypatch) -> None:
+    _, outcome = main_search
+    out = tmp_path / "bundle"
+    shutil.copytree(bundle, out)
+    before = _files(out)
+    real_write_text = Path.write_text
+
+    def die_on_metrics(self: Path, *args, **kwargs):
+        if self.name == "metrics.json":  # model.pt and config.json are already written
+            raise KeyboardInterrupt  # as a kill would: no cleanup code of the export runs
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", die_on_metrics)
+    with pytest.raises(KeyboardInterrupt):
+        export_best(outcome.exp_dir, out, metric="val_acc", mode="max", force=True)
+    monkeypatch.undo()
+    assert _files(out) == before  # the old bundle, not new weights beside an old config
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+
+
+def test_export_to_a_file_is_refused(main_search, tmp_path, capsys) -> None:
+    _, outcome = main_search
+    (tmp_path / "afile").write_text("x")
+    assert main(["export", outcome.exp_dir, "--out", str(tmp_path / "afile")]) == 2
+    assert "is a file, not a directory" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"target": "generalise", "metric": "val_lo', "not valid JSON (line 1"),
+    ("[1, 2]", "must hold a JSON object, got list"),
+    ('{"metric": "val_loss", "mode": "up", "space": {}}', "mode: must be min or max"),
+    ('{"metric": "vall", "mode": "min", "space": {}}', "metric: must be one of"),
+    ('{"metric": "val_loss", "mode": "min"}', "space: must be the search space"),
+])
+def test_a_corrupt_search_record_is_one_line(tmp_path, capsys, text, message) -> None:
+    """No search needed: the record is read before Ray is started or asked anything."""
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / SEARCH_INFO_FILE).write_text(text)
+    assert main(["export", str(exp), "--out", str(tmp_path / "b")]) == 2
+    err = _one_error_line(capsys)
+    assert f"{SEARCH_INFO_FILE}: {message}" in err
+    assert main(["search", "--resume", str(exp)]) == 2
+    assert message in _one_error_line(capsys)
+    assert not (tmp_path / "b").exists()
+
+
+def test_search_refuses_a_used_export_dir_before_it_starts(tmp_path, capsys) -> None:
+    used = tmp_path / "bundle"
+    used.mkdir()
+    (used / "model.pt").write_bytes(b"")
+    start = time.monotonic()
+    assert main(["search", "--smoke-test", "--export", str(used)]) == 2
+    assert f"--export {used}: not empty" in _one_error_line(capsys)
+    assert time.monotonic() - start < 10  # refused up front, not after the search
+
+
+def test_help_says_an_experiment_is_trusted_input() -> None:
+    from countnet.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    export_help = " ".join(sub.choices["export"].format_help().split())
+    search_help = " ".join(sub.choices["search"].format_help().split())
+    assert "EXPERIMENT_DIR is trusted input: Ray unpickles" in export_help
+    assert "bundle is safe to share: tensors and JSON only" in export_help
+    assert "Trusted input only: Ray unpickles the experiment state" in search_help

@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests.tune.conftest import MAIN_SEED
 from tune.results import STUDY_FILE
@@ -65,6 +66,48 @@ def test_tensorboard_scalars_for_every_epoch_of_every_trial(main_search) -> None
             assert [round(e.value, 3) for e in events] == [round(v, 3) for v in expected]
         # hparams: the searched values, written when the trial ended
         assert any(k.startswith("_hparams_") for k in acc.summary_metadata)
+
+
+def _hparams(acc: EventAccumulator) -> tuple[dict, list[str], int]:
+    """(hparams, metric tags, session end status) as TensorBoard's HParams plugin reads them."""
+    def data(tag: str) -> plugin_data_pb2.HParamsPluginData:
+        return plugin_data_pb2.HParamsPluginData.FromString(
+            acc.summary_metadata[tag].plugin_data.content)
+
+    start = data("_hparams_/session_start_info").session_start_info
+    values = {}
+    for key, value in start.hparams.items():
+        kind = value.WhichOneof("kind")
+        values[key] = getattr(value, kind) if kind else None
+    tags = [m.name.tag for m in data("_hparams_/experiment").experiment.metric_infos]
+    return values, tags, data("_hparams_/session_end_info").session_end_info.status
+
+
+def test_hparams_are_the_config_and_the_best_epoch(main_search) -> None:
+    """HParams: `lr` is the trial's config (never the last scheduled lr), the metrics are those
+    of the best epoch (the one `countnet export` takes), with its number and ASHA's verdict."""
+    _, outcome = main_search
+    checked = 0
+    for t in outcome.trials:
+        acc = EventAccumulator(t.path)
+        acc.Reload()
+        hparams, tags, status = _hparams(acc)
+        assert hparams["lr"] == pytest.approx(t.config["lr"])
+        assert {k: hparams[k] for k in t.params} == pytest.approx(t.params)
+        lr_now = [e.value for e in acc.Scalars("lr_now")]  # the per-epoch lr, its own tag
+        assert lr_now == pytest.approx([r["lr_now"] for r in t.history], rel=1e-6)
+        for tag in ("best/val_loss", "best/val_acc", "best/epoch", "epochs_run", "asha_stopped"):
+            assert tag in tags
+        last = {tag: acc.Scalars(tag)[-1].value for tag in tags}  # what HParams shows
+        assert last["best/val_loss"] == pytest.approx(t.best["val_loss"], rel=1e-6)
+        assert last["best/epoch"] == t.best["epoch"]
+        assert last["epochs_run"] == t.epochs_run
+        assert last["asha_stopped"] == float(t.stopped_early)
+        assert status == 1  # STATUS_SUCCESS
+        if len(set(lr_now)) > 1:  # a trial whose lr changes over its epochs
+            assert hparams["lr"] != pytest.approx(lr_now[-1])
+            checked += 1
+    assert checked  # the one-cycle schedule changes lr every epoch of a multi-epoch trial
 
 
 def test_results_carry_node_and_host(main_search) -> None:

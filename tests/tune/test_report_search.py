@@ -1,0 +1,38 @@
+"""`countnet report` on the real search of conftest `main_search`: the same trials and best
+epochs as `tune.results` and `countnet export`."""
+
+from __future__ import annotations
+
+import csv
+
+from countnet.report import (
+    PNG_CURVES,
+    PNG_HISTORY,
+    PNG_IMPORTANCES,
+    TRIALS_CSV,
+    load_experiment,
+    write_report,
+)
+from tests.countnet.test_report import _assert_png
+from tune.export import pick_best
+
+
+def test_report_of_a_search(main_search, tmp_path) -> None:
+    space, outcome = main_search
+    md = write_report(outcome.exp_dir, tmp_path / "report")
+    for name in (PNG_HISTORY, PNG_IMPORTANCES, PNG_CURVES):
+        _assert_png(md.parent / name)
+    rows = list(csv.DictReader((md.parent / TRIALS_CSV).open()))
+    assert len(rows) == len(outcome.trials) == space.num_samples
+    by_id = {r["trial_id"]: r for r in rows}
+    assert set(by_id) == {t.trial_id for t in outcome.trials}
+    for t in outcome.trials:
+        row = by_id[t.trial_id]
+        assert int(row["best_epoch"]) == int(t.best["epoch"])  # tune.results' best epoch
+        assert int(row["epochs_run"]) == t.epochs_run
+        assert row["stopped_early"] == str(t.stopped_early)
+        assert row["outcome"] == t.outcome
+    winner, epoch_row = pick_best(outcome.trials, outcome.metric, outcome.mode)  # the export's
+    ranked = load_experiment(outcome.exp_dir).ranked()
+    assert ranked[0].trial_id == winner.trial_id
+    assert int(ranked[0].best["epoch"]) == int(epoch_row["epoch"])

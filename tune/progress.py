@@ -1,0 +1,170 @@
+"""Live progress of `countnet search`: one compact line per change, on stderr.
+
+A Ray Tune `Callback`, used with Ray's own output turned off (`RunConfig(verbose=0)`): Ray's
+default reporter prints a config box and a result box per trial and its trial table every few
+seconds. Instead this prints, as the search runs,
+
+    [0:05] 87fb0bac started   lr=0.006466 batch_size=16
+    [0:14] 22dad463 stopped early at epoch 1/3: val_loss 89.09 | best 87fb0bac val_loss 2.283
+           val_acc 0.312 | 1/4 done
+
+(on one line) for every trial that starts, finishes, is stopped early by ASHA, diverges, fails
+or is restarted. "Best" is the best epoch by the target metric over every epoch reported so far:
+the one `countnet export` would take. Lines are written to stderr (messages); the final table of
+`countnet search` goes to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from tune.optuna_search import DIVERGED_KEY
+from tune.results import format_params
+
+STEP_KEY = "epoch"
+RESULT_FILE = "result.json"  # Ray's per-trial JSON lines
+ERROR_FILE = "error.txt"  # Ray's traceback of a failed trial, in its trial directory
+
+
+class SearchProgress(Callback):
+    """Prints a status line per trial event of a Ray Tune search.
+
+    Picklable (Ray saves the callbacks with the Tuner): the stream is looked up when printing.
+
+    Args:
+        metric: the target metric (ranks epochs for "best").
+        mode: "min" or "max".
+        max_epochs: the epochs of a full trial (ASHA's max_t).
+        num_samples: the trials the search will run (Ray's count replaces it at setup).
+        stream: where lines go; None = sys.stderr at the time of printing.
+    """
+
+    def __init__(self, metric: str, mode: str, max_epochs: int, num_samples: int,
+                 stream: Any = None) -> None:
+        self.metric, self.mode = metric, mode
+        self.max_epochs, self.num_samples = max_epochs, num_samples
+        self.stream = stream
+        self._start = time.monotonic()
+        self._best: dict[str, dict[str, Any]] = {}  # trial_id -> its best epoch so far
+        self._done: set[str] = set()  # trial ids that ended (any way)
+        self._seen_restored = False
+
+    def setup(self, stop: Any = None, num_samples: int | None = None,
+              total_num_samples: int | None = None, **info: Any) -> None:
+        self._start = time.monotonic()
+        if total_num_samples:
+            self.num_samples = int(total_num_samples)
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self._seen_restored:
+            return
+        # A resumed search: trials that finished before the restore count towards "best".
+        self._seen_restored = True
+        done = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
+        for trial in done:
+            self._done.add(trial.trial_id)
+            for row in _results(trial):
+                self._update(trial.trial_id, row)
+        if done:
+            self._print(f"resumed with {len(done)}/{self.num_samples} trials done"
+                        f"{self._best_str()}")
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        params = format_params(dict(trial.evaluated_params or {}))
+        self._print(f"{trial.trial_id} started   {params}")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        self._update(trial.trial_id, result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any,
+                          **info: Any) -> None:
+        last = dict(trial.last_result or {})
+        self._update(trial.trial_id, last)
+        self._done.add(trial.trial_id)
+        epochs = int(last.get(STEP_KEY, 0))
+        planned = int(trial.config.get("epochs", self.max_epochs))
+        if last.get(DIVERGED_KEY):
+            what = f"diverged at epoch {epochs} (non-finite loss)"
+        elif epochs < planned:
+            what = f"stopped early at epoch {epochs}/{planned}{self._own_best(trial.trial_id)}"
+        else:
+            what = f"finished {epochs}/{planned} epochs{self._own_best(trial.trial_id)}"
+        self._print(f"{trial.trial_id} {what}{self._best_str()} | {self._count()}")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._print(f"{trial.trial_id} failed; restarting from its last checkpoint "
+                    f"({Path(trial.path) / ERROR_FILE})")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._done.add(trial.trial_id)
+        self._print(f"{trial.trial_id} failed: see {Path(trial.path) / ERROR_FILE} | "
+                    f"{self._count()}")
+
+    def _update(self, trial_id: str, row: dict[str, Any]) -> None:
+        """Keep the trial's best epoch: finite target, not diverged."""
+        value = row.get(self.metric)
+        if (not isinstance(value, (int, float)) or not math.isfinite(value)
+                or row.get(DIVERGED_KEY) is True or STEP_KEY not in row):
+            return
+        old = self._best.get(trial_id)
+        if old is None or self._better(value, old[self.metric]):
+            self._best[trial_id] = {k: row.get(k) for k in (STEP_KEY, self.metric, "val_acc")}
+
+    def _better(self, a: float, b: float) -> bool:
+        return a < b if self.mode == "min" else a > b
+
+    def _own_best(self, trial_id: str) -> str:
+        b = self._best.get(trial_id)
+        if b is None:
+            return ""
+        return f": {self.metric} {b[self.metric]:.4g} (epoch {int(b[STEP_KEY])})"
+
+    def _best_str(self) -> str:
+        if not self._best:
+            return ""
+        pick = min if self.mode == "min" else max
+        tid = pick(self._best, key=lambda t: self._best[t][self.metric])
+        b = self._best[tid]
+        acc = b.get("val_acc")
+        acc_str = f" val_acc {acc:.3f}" if isinstance(acc, (int, float)) else ""
+        return f" | best {tid} {self.metric} {b[self.metric]:.4g}{acc_str}"
+
+    def _count(self) -> str:
+        # Counted here: Ray calls on_trial_complete while the trial is still RUNNING.
+        return f"{len(self._done)}/{self.num_samples} done"
+
+    def _print(self, text: str) -> None:
+        stream = self.stream if self.stream is not None else sys.stderr
+        print(f"[{elapsed(time.monotonic() - self._start)}] {text}", file=stream, flush=True)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if state.get("stream") in (sys.stderr, sys.stdout):  # not picklable; looked up again
+            state["stream"] = None
+        return state
+
+
+def elapsed(seconds: float) -> str:
+    """`m:ss`, or `h:mm:ss` from one hour."""
+    s = int(seconds)
+    h, m = divmod(s // 60, 60)
+    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
+
+
+def _results(trial: Any) -> list[dict[str, Any]]:
+    """The rows Ray wrote for a trial (its result.json in the experiment); [] if unreadable."""
+    for base in (trial.path, trial.local_path):
+        try:
+            text = (Path(base) / RESULT_FILE).read_text()
+        except (OSError, TypeError):
+            continue
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return []
