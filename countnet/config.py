@@ -39,6 +39,9 @@ MIN_FRAME = 5  # px: the smallest distractor frame still has a visible 3x3 hole
 # random placement: 0 of 64,000 objects dropped at 0.32; 0.2 % at 0.38 (see scenes.py).
 FREE_MAX_DENSITY = 0.33
 MAX_IMAGE_SIZE = 1024  # px: bounds memory for configs from untrusted bundles
+# Caps on the `simple` model, for the same reason; far above every shipped search space.
+MAX_WIDTH = 1024  # channels
+MAX_DEPTH = 64  # conv layers
 
 
 class ConfigError(ValueError):
@@ -207,6 +210,9 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{name}: must be >= 0, got {getattr(cfg, name)}")
     if cfg.model == "simple" and cfg.depth < 2:
         raise ConfigError(f"depth: the simple model needs >= 2 conv layers, got {cfg.depth}")
+    for name, cap in (("width", MAX_WIDTH), ("depth", MAX_DEPTH)):
+        if getattr(cfg, name) > cap:
+            raise ConfigError(f"{name}: {getattr(cfg, name)} is above the cap of {cap}")
     if cfg.data == "synthetic":
         _check_scene_fits(cfg)
 

@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
             _train_tiny(Path(tmp))
             diag = diagnose_path(tmp, samples=args.samples, device=args.device,
                                  tensorboard=not args.no_tensorboard)
-            _print(diag, args.json)
+        diag.source = "(smoke-test run, deleted)"  # name no path that is gone once this returns
+        _print(diag, args.json)
         return 0
     if args.path is None:
         raise ConfigError("RUN_OR_BUNDLE: required (a run dir, bundle dir or checkpoint.pt)")

@@ -47,14 +47,18 @@ def format_count(raw: float) -> str:
     return str(max(0, round(raw))) if math.isfinite(raw) else "nan"
 
 
-def print_counts(model: Path, images: list[Path], device: str | None = None) -> None:
-    """The CSV on stdout. A NaN/inf prediction prints `nan` and one warning line at the end."""
+def print_counts(model: Path, images: list[Path], device: str | None = None,
+                 names_only: bool = False) -> None:
+    """The CSV on stdout. A NaN/inf prediction prints `nan` and one warning line at the end.
+
+    `names_only` prints file names without their folder (for images in a deleted temporary one).
+    """
     results = count_images(model, images, device)  # a bad model or path fails before any output
     print("filename,count,raw")
     bad = 0
     for path, raw in results:
         bad += not math.isfinite(raw)
-        print(f"{path},{format_count(raw)},{raw:.4f}", flush=True)
+        print(f"{path.name if names_only else path},{format_count(raw)},{raw:.4f}", flush=True)
     if bad:
         print(f"countnet predict: warning: {bad} prediction(s) were not finite (count printed "
               f"as nan): the model's weights or the input are broken", file=sys.stderr)
@@ -69,5 +73,7 @@ def smoke_test() -> int:
         logger = RunLogger(Path(tmp) / "run", cfg)
         fit(cfg, logger)
         logger.close()
-        print_counts(Path(tmp) / "run", [Path(tmp) / "images"])
+        print("smoke test: 16 generated scenes and a tiny model, in a temporary folder that is "
+              "deleted at the end", file=sys.stderr)
+        print_counts(Path(tmp) / "run", [Path(tmp) / "images"], names_only=True)
     return 0

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from countnet.bundle import MAX_DEPTH, MAX_WIDTH, load_model, write_bundle
-from countnet.config import ConfigError, TrainConfig
+from countnet.bundle import load_model, write_bundle
+from countnet.config import MAX_DEPTH, MAX_WIDTH, ConfigError, TrainConfig
 from countnet.models import model_from_config
 from countnet.outdir import OutputKind, check_out_dir, staged_dir
 
@@ -114,5 +114,5 @@ def test_bundle_caps_stop_a_huge_model_before_it_is_built(tmp_path) -> None:
     for key, value in (("width", MAX_WIDTH + 1), ("depth", MAX_DEPTH + 1)):
         (bundle / "config.json").write_text(json.dumps(
             {**config, "train_config": {**config["train_config"], key: value}}))
-        with pytest.raises(ConfigError, match=rf"{key} {value} is above the cap"):
+        with pytest.raises(ConfigError, match=rf"train_config: {key}: {value} is above the cap"):
             load_model(bundle)
