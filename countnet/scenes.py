@@ -162,7 +162,8 @@ def render(cfg: TrainConfig, seed: int, indices: torch.Tensor,
     if cfg.blur_max > 0:
         blur = _blur_matrix(s, sc.blur_sigma, math.ceil(BLUR_RADIUS_SIGMAS * cfg.blur_max))
     images = _draw_rectangles(s, sc.top_left, sc.bottom_right, sc.tone, blur)  # (B, C, H, W)
-    # The background and its ramp are flat or linear: blurring them would change nothing.
+    # The background and its ramp are added unblurred: flat or linear, blur would barely change
+    # them (a linear ramp only at the border, where the kernel is renormalised).
     images += sc.background.view(b, 1, 1, 1)
     if cfg.gradient_max > 0:
         images += _ramp(s, sc.ramp_rise, sc.ramp_angle)
