@@ -217,6 +217,11 @@ def validate(cfg: TrainConfig) -> None:
         _check_scene_fits(cfg)
 
 
+def grid_cells(cfg: TrainConfig) -> int:
+    """Cells per side of the grid layout: one cell for every object and distractor."""
+    return max(1, math.ceil(math.sqrt(cfg.max_count + cfg.distractors)))
+
+
 def _check_scene_fits(cfg: TrainConfig) -> None:
     """Every count from min_count to max_count must fit, for the largest objects."""
     fields = "image_size, max_count, max_object_size, min_gap"
@@ -224,7 +229,7 @@ def _check_scene_fits(cfg: TrainConfig) -> None:
         raise ConfigError(f"max_object_size: {cfg.max_object_size} px > image_size "
                           f"{cfg.image_size} px")
     if cfg.layout == "grid":
-        grid = max(1, math.ceil(math.sqrt(cfg.max_count + cfg.distractors)))
+        grid = grid_cells(cfg)
         need = max(cfg.max_object_size, MIN_FRAME if cfg.distractors else 0) + 2
         if cfg.image_size // grid < need:
             raise ConfigError(

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import torch
 
-from countnet.config import MIN_FRAME, TrainConfig
+from countnet.config import MIN_FRAME, TrainConfig, grid_cells
 
 UINT32 = 0xFFFFFFFF
 # Streams of the counter-based generator: each random quantity reads its own stream.
@@ -234,7 +234,7 @@ def _grid_layout(cfg: TrainConfig, seed: int, idx: torch.Tensor, count: torch.Te
                  n_distract: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """One object per cell of a G x G grid, 1 px from the cell border (the old layout)."""
     b = idx.shape[0]
-    g = max(1, math.ceil(math.sqrt(cfg.max_count + cfg.distractors)))
+    g = grid_cells(cfg)
     cells, cell = g * g, cfg.image_size // g
     n_distract = torch.minimum(n_distract, cells - count)
     # Cell ranks: a random permutation per image; rank < count holds an object, the next

@@ -8,17 +8,17 @@ import os
 import pickle
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+
+from tests.countnet.images import png_header
 
 COUNTNET = shutil.which("countnet") or str(Path(sys.executable).parent / "countnet")
 CORE_COMMANDS = ("generate", "train", "predict", "diagnose", "overfit-check")
@@ -109,15 +109,6 @@ class _Evil:
 def _png(path: Path, size: int = 32) -> None:
     Image.new("L", (size, size), 40).save(path)
 
-
-def _png_header(path: Path, width: int, height: int) -> None:
-    """A PNG whose header claims width x height: Pillow's size check sees it before decoding."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n"
-                     + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
 
 
 def _labels(text: str | bytes) -> Callable[[Path], list[str]]:
@@ -263,9 +254,9 @@ BAD_INPUTS = [
     ("absolute row", _labels("filename,count\nOUTSIDE,1\n"), "is absolute"),
     ("carpk leaves folder", _carpk_traversal, "'../../secret' leaves the dataset folder"),
     # images
-    ("decompression bomb", _bundle(image=lambda p: _png_header(p, 20000, 20000)),
+    ("decompression bomb", _bundle(image=lambda p: png_header(p, 20000, 20000)),
      "a.png: over Pillow's decompression-bomb limit"),
-    ("over pixel cap", _bundle(image=lambda p: _png_header(p, 10000, 10000)),
+    ("over pixel cap", _bundle(image=lambda p: png_header(p, 10000, 10000)),
      "a.png: 10000x10000 px is over the limit of 64000000 decoded pixels"),
     ("not an image", _bundle(image=lambda p: p.write_text("hello")), "cannot decode image"),
     # bundles

@@ -24,7 +24,7 @@ from countnet.diagnose_io import diagnose_path, load_for_diagnosis
 from countnet.models import model_from_config
 from countnet.rundir import RunLogger
 from countnet.train import fit
-from tests.countnet.test_scenes import PLAIN
+from tests.countnet.images import PLAIN
 
 # The old grid scenes in one fixed look, no gradient clipping: the mechanisms' sizes below were
 # calibrated so (clipping tames the noisy batch-of-4 BatchNorm runs), and the diagnosis itself

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import struct
-import zlib
-
 import pytest
 from PIL import Image
 
 from countnet.config import TrainConfig
 from countnet.datasets import load_splits
 from countnet.folder import DataError, load_carpk, load_labelled_folder, read_labels_csv
+from tests.countnet.images import png_header
 
 
 def _photo(path, size=(97, 53), colour=(10, 200, 30)) -> None:
@@ -149,15 +147,6 @@ def test_carpk_names_and_boxes_are_checked(tmp_path) -> None:
         load_carpk(tmp_path, 16, 1)
 
 
-def _png_header(path, width: int, height: int) -> None:
-    """A tiny PNG file whose header claims width x height pixels."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n"
-                     + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
-
 
 @pytest.mark.parametrize("size,reason", [
     ((20000, 20000), "over Pillow's decompression-bomb limit"),
@@ -168,7 +157,7 @@ def test_huge_images_are_refused_before_decoding(tmp_path, size, reason) -> None
         (tmp_path / split).mkdir()
         _photo(tmp_path / split / "ok.png")
         (tmp_path / split / "labels.csv").write_text("ok.png,1\nbig.png,2\n")
-    _png_header(tmp_path / "train" / "big.png", *size)
+    png_header(tmp_path / "train" / "big.png", *size)
     _photo(tmp_path / "val" / "big.png")
     with pytest.raises(DataError, match=rf"train.labels\.csv:2: .*big\.png: {reason}"):
         load_labelled_folder(tmp_path, 16, 1, 0.5)

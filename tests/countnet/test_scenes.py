@@ -13,11 +13,8 @@ from countnet.folder import read_labels_csv
 from countnet.generate import write_dataset
 from countnet.scenes import render
 from tests.countnet.components import components, count_filled_rectangles
+from tests.countnet.images import PLAIN
 
-# A plain look: objects at 0.9 on a 0.1 background, nothing else, so pixels can be thresholded.
-PLAIN = {"contrast_min": 0.8, "contrast_max": 0.8, "background_min": 0.1, "background_max": 0.1,
-         "jitter": 0.0, "invert_prob": 0.0, "gradient_max": 0.0, "blur_max": 0.0,
-         "noise_max": 0.0}
 THRESHOLD = 0.5  # between the plain background (0.1) and the plain objects (0.9)
 
 

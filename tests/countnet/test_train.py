@@ -8,7 +8,7 @@ import torch
 from countnet.checkpoint import load_checkpoint
 from countnet.config import ConfigError, TrainConfig
 from countnet.train import METRIC_KEYS, Diverged, fit
-from tests.countnet.test_scenes import PLAIN
+from tests.countnet.images import PLAIN
 
 TINY = {"train_size": 128, "val_size": 64, "width": 8, "depth": 3, "batch_size": 32,
         "epochs": 2, "threads": 1}
