@@ -320,16 +320,27 @@ def _coerce(key: str, value: Any, typ: type) -> Any:
     elif typ is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
-            try:
-                number = float(value)
-            except ValueError:
-                number = math.nan
-            if math.isfinite(number):
-                return number
+        number = yaml_float(value)
+        if number is not None:
+            return number
     elif typ is str and isinstance(value, str):
         return value
     raise ConfigError(f"{key}: expected {typ.__name__}, got {type(value).__name__} {value!r}")
+
+
+def yaml_float(value: Any) -> float | None:
+    """A finite float from YAML 1.1's reading of `1e-3` (no dot), which is a string; else None.
+
+    The one place that accepts such strings: configs (`_coerce`) and search-space bounds
+    (`tune.space`) both call it.
+    """
+    if not isinstance(value, str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

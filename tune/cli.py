@@ -52,7 +52,13 @@ def register_search(sub: argparse._SubParsersAction) -> None:
                    help="where experiments go (default %(default)s): a directory, which on a "
                    "multi-node cluster every node must see (NFS), or an s3:// URI")
     p.add_argument("--name", help="experiment name (default: <space>-<date>-<time>)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the TPE sampler (default 0). It fixes the configs sampled "
+                   "from the same results; with several trials at a time, which result "
+                   "arrives first still changes ASHA's stops and TPE's later picks")
+    p.add_argument("--deterministic", action="store_true",
+                   help="one trial at a time (max_concurrent 1): the same seed gives the same "
+                   "trials, stops and winner on the CPU, at the cost of parallelism")
     p.add_argument("--max-failures", type=int, default=2,
                    help="times Ray restarts a crashed trial from its last checkpoint (default 2)")
     p.add_argument("--export", type=Path, metavar="BUNDLE_DIR",
@@ -60,6 +66,9 @@ def register_search(sub: argparse._SubParsersAction) -> None:
                    "BUNDLE_DIR is refused before the search starts, unless --force)")
     p.add_argument("--force", action="store_true",
                    help="with --export: replace an earlier bundle in BUNDLE_DIR (never merged)")
+    p.add_argument("--confirm-seeds", type=int, default=0, metavar="N",
+                   help="with --export: retrain the winner with N other seeds and print the "
+                   "mean +- std of its val_loss and val_acc (also in metrics.json)")
     p.add_argument("--smoke-test", action="store_true",
                    help="4 trials x 3 epochs of tiny data on the embedded Ray (about a minute)")
     p.add_argument("--no-report", action="store_true",
@@ -114,9 +123,17 @@ def run_search(args: argparse.Namespace) -> int:
             raise ConfigError("give --space FILE, --resume EXPERIMENT_DIR or --smoke-test")
         path = files("search_spaces") / SMOKE_SPACE if args.smoke_test else args.space
         space = apply_overrides(load_space(path), args.num_samples, args.max_epochs)
+        if args.deterministic:
+            space = space.replace(max_concurrent=1)
         name = args.name or f"{Path(str(path)).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         if args.max_failures < 0:
             raise ConfigError(f"--max-failures: must be >= 0, got {args.max_failures}")
+    if args.resume is not None and args.deterministic:
+        raise ConfigError("--deterministic: a resumed search keeps its own concurrency")
+    if args.confirm_seeds < 0:
+        raise ConfigError(f"--confirm-seeds: must be >= 0, got {args.confirm_seeds}")
+    if args.confirm_seeds and args.export is None:
+        raise ConfigError("--confirm-seeds: needs --export BUNDLE_DIR (it retrains the winner)")
     if args.export is not None:  # refused now, not after an hour of search
         from countnet.bundle import BUNDLE_OUTPUT
         from countnet.outdir import check_out_dir
@@ -141,7 +158,8 @@ def run_search(args: argparse.Namespace) -> int:
             status = 1
         else:  # "exported ... to BUNDLE_DIR" is a message: stderr, and none when quiet
             with contextlib.redirect_stdout(io.StringIO() if args.quiet else sys.stderr):
-                export_best(outcome.exp_dir, args.export, force=args.force, flag="--export")
+                export_best(outcome.exp_dir, args.export, force=args.force, flag="--export",
+                            confirm_seeds=args.confirm_seeds)
     if not args.no_report:
         write_search_report(outcome.exp_dir, args.export if status == 0 else None, args.quiet)
     return status

@@ -18,7 +18,7 @@ from countnet.cli.output import finite
 from countnet.config import ConfigError, TrainConfig
 from countnet.outdir import check_out_dir
 from countnet.train import METRIC_KEYS, Diverged, fit
-from tune.results import TrialSummary, best_row, load_trials, read_search_info
+from tune.results import TrialSummary, best_result, load_trials, read_search_info
 from tune.storage import normalise
 
 
@@ -34,9 +34,8 @@ def export_best(exp_dir: str | Path, out_dir: str | Path, *, metric: str | None 
     info = read_search_info(exp_dir)
     metric, mode = _metric_and_mode(info, metric, mode)
     trials = load_trials(exp_dir, metric, mode)
-    trial, row = pick_best(trials, metric, mode)
+    trial, row, checkpoint = pick_best(exp_dir, trials, metric, mode)
     epoch = int(row["epoch"])
-    checkpoint = trial.checkpoints[epoch]
     with checkpoint.as_directory() as local:  # downloads when the experiment is remote
         state = load_checkpoint(local)
     if int(state["epoch"]) != epoch:  # Ray's bookkeeping and the file must agree
@@ -56,30 +55,36 @@ def export_best(exp_dir: str | Path, out_dir: str | Path, *, metric: str | None 
     write_bundle(out_dir, state["model"], cfg, metrics)
     print(f"exported trial {trial.trial_id} epoch {epoch} ({metric}={row[metric]:.4g}, "
           f"val_acc={row['val_acc']:.3f}) to {out_dir}", flush=True)
+    if "suite" in metrics:  # data the search never saw: the held-out test split and the shifts
+        print(f"the winner on held-out data, {metrics['suite']['n_per_set']} images per set "
+              f"(metrics.json \"suite\"):")
+        print("\n".join(suite.suite_table(metrics["suite"]["sets"])), flush=True)
+    if confirm_seeds:
+        print(confirm_line(metrics["confirm_seeds"], row), flush=True)
     return metrics
 
 
-def pick_best(trials: list[TrialSummary], metric: str,
-              mode: str) -> tuple[TrialSummary, dict[str, Any]]:
-    """The best (trial, epoch row) among epochs whose checkpoint Ray kept."""
-    candidates = []
-    for t in trials:
-        if t.diverged:
-            continue
-        row = best_row(t.history, metric, mode, epochs=set(t.checkpoints))
-        if row is not None:
-            candidates.append((t, row))
-    if not candidates:
-        raise ConfigError(f"no trial has a kept checkpoint with a finite {metric} "
-                          f"(all diverged, failed, or nothing ran)")
+def confirm_line(confirmed: dict[str, Any], row: dict[str, Any]) -> str:
+    """`confirm`'s mean +- std over seeds, next to the search's own run of the winner."""
+    loss, acc = confirmed["val_loss"], confirmed["val_acc"]
+    seeds = ",".join(map(str, confirmed["seeds"]))
+    return (f"the winner retrained with seeds {seeds}, epoch {confirmed['epoch']}: val_loss "
+            f"{loss['mean']:.4g} +- {loss['std']:.2g}, val_acc {acc['mean']:.3f} +- "
+            f"{acc['std']:.3f} (the search's run: val_loss {row['val_loss']:.4g}, val_acc "
+            f"{row['val_acc']:.3f})")
+
+
+def pick_best(exp_dir: str | Path, trials: list[TrialSummary], metric: str,
+              mode: str) -> tuple[TrialSummary, dict[str, Any], Any]:
+    """The best (trial, epoch row, checkpoint): Ray's choice (`best_result`), and a note when the
+    best epoch by `metric` was not kept (ranking by another metric than Ray kept them by)."""
+    trial, row, checkpoint = best_result(exp_dir, trials, metric, mode)
     pick = min if mode == "min" else max
-    trial, row = pick(candidates, key=lambda c: c[1][metric])
     overall = [t.best[metric] for t in trials if t.best is not None and not t.diverged]
     if overall and pick(overall) != row[metric]:
-        # Only when ranking by another metric than the one Ray kept checkpoints by.
         print(f"note: the best {metric} ({pick(overall):.4g}) was at an epoch whose checkpoint "
               f"was not kept; exporting the best kept one ({row[metric]:.4g})")
-    return trial, row
+    return trial, row, checkpoint
 
 
 def confirm(cfg: TrainConfig, epoch: int, n: int) -> dict[str, Any]:

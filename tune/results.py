@@ -133,6 +133,51 @@ def best_row(history: list[dict[str, Any]], metric: str, mode: str,
     return pick(rows, key=lambda r: r[metric])
 
 
+def best_result(exp_dir: str | Path, trials: list[TrialSummary], metric: str,
+                mode: str) -> tuple[TrialSummary, dict[str, Any], Checkpoint]:
+    """The best trial, its best kept checkpoint and that epoch's row, as Ray's result API picks.
+
+    Ray's `ResultGrid.get_best_result(scope="all", filter_nan_and_inf=True)` ranks each trial by
+    its best epoch (not its last), and `Result.get_best_checkpoint` picks among the checkpoints
+    Ray kept. countnet's own policy differs in one place: a trial that diverged is never the
+    best, not even by the finite epochs before its loss blew up (Ray would rank those), because
+    its config is unstable. So diverged trials are dropped before Ray chooses.
+
+    Args:
+        exp_dir: the experiment directory (or URI).
+        trials: `load_trials(exp_dir, metric, mode)`.
+        metric: the metric to rank by.
+        mode: min or max.
+
+    Raises:
+        ConfigError: no trial has a finite value and a kept checkpoint.
+    """
+    exp = normalise(exp_dir)
+    analysis = ExperimentAnalysis(exp, default_metric=metric, default_mode=mode)
+    by_path = {t.path: t for t in trials}
+    analysis.trials = [t for t in analysis.trials
+                       if t.path in by_path and not by_path[t.path].diverged]
+    none = ConfigError(f"no trial has a kept checkpoint with a finite {metric} (all diverged, "
+                       f"failed, or nothing ran)")
+    if not analysis.trials:
+        raise none
+    try:
+        result = ResultGrid(analysis).get_best_result(metric, mode, scope="all",
+                                                      filter_nan_and_inf=True)
+    except RuntimeError:  # Ray: "No best trial found ..."
+        raise none from None
+    checkpoint = result.get_best_checkpoint(metric, mode)
+    if checkpoint is None:
+        raise none
+    epoch = next(int(m["epoch"]) for c, m in result.best_checkpoints if c.path == checkpoint.path)
+    trial = by_path[result.path]
+    if epoch not in trial.checkpoints:  # Ray's record names it, but the files are gone
+        raise ConfigError(f"{checkpoint.path}: the best checkpoint of trial {trial.trial_id} "
+                          f"is missing ({CHECKPOINT_FILE} not found)")
+    row = next(r for r in trial.history if int(r["epoch"]) == epoch)
+    return trial, row, checkpoint
+
+
 def rank(trials: list[TrialSummary], metric: str, mode: str) -> list[TrialSummary]:
     """Trials that can be best (not diverged, with a finite value), best first."""
     ok = [t for t in trials if t.best is not None and not t.diverged]

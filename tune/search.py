@@ -162,9 +162,11 @@ def make_searcher(space: SearchSpace, seed: int, storage: Any = None,
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
                                          constant_liar=True)
+    # `start_from` trials are enqueued in the study (Optuna's enqueue_trial), so they run first.
     return PruningAwareOptunaSearch(space=DefineByRun(space), metric=space.metric,
                                     mode=space.mode, sampler=sampler, storage=storage,
-                                    study_name=study_name, max_t=space.max_epochs)
+                                    study_name=study_name, max_t=space.max_epochs,
+                                    points_to_evaluate=space.start_points() or None)
 
 
 def trainable(cpu: float, gpu: float) -> Any:
@@ -194,24 +196,18 @@ def run_search(space: SearchSpace, *, storage: str, name: str, seed: int,
     if (local_dir / STUDY_FILE).exists():  # Optuna would add this search's trials to it
         raise ConfigError(f"--name: an Optuna study {local_dir / STUDY_FILE} exists already; "
                           f"choose another name")
-    with quiet_logs(verbose):
-        started = _connect(address, verbose)
-        try:
-            check_resources(space.cpu, space.gpu)
-            tuner = build_tuner(space, storage_path, local_dir, name, seed, max_failures,
-                                verbose, progress)
-            _write_record(local_dir, space, seed, exp_dir)
-            if progress or verbose:
-                print(f"search: {space.num_samples} trials x <= {space.max_epochs} epochs, "
-                      f"{space.max_concurrent} at a time, target {space.target} ({space.mode} "
-                      f"{space.metric}); experiment {exp_dir}", file=sys.stderr, flush=True)
-            tuner.fit()
-            upload_study(f"{SQLITE}{local_dir / STUDY_FILE}", exp_dir)
-        finally:
-            if started:
-                import ray
-
-                ray.shutdown()
+    with ray_session(address, verbose):
+        check_resources(space.cpu, space.gpu)
+        tuner = build_tuner(space, storage_path, local_dir, name, seed, max_failures,
+                            verbose, progress)
+        _write_record(local_dir, space, seed, exp_dir)
+        if progress or verbose:
+            starts = f", {len(space.start_from)} from start_from" if space.start_from else ""
+            print(f"search: {space.num_samples} trials{starts} x <= {space.max_epochs} epochs, "
+                  f"{space.max_concurrent} at a time, target {space.target} ({space.mode} "
+                  f"{space.metric}); experiment {exp_dir}", file=sys.stderr, flush=True)
+        tuner.fit()
+        upload_study(f"{SQLITE}{local_dir / STUDY_FILE}", exp_dir)
     return SearchOutcome(exp_dir, space.metric, space.mode,
                          load_trials(exp_dir, space.metric, space.mode), space.num_samples,
                          f"{SQLITE}{local_dir / STUDY_FILE}")
@@ -254,23 +250,16 @@ def resume_search(exp_dir: str | Path, *, address: str | None = None, verbose: i
         # Recorded first: an interrupted resume resumes towards the new target.
         info["space"] = space.to_dict()
         write_text(f"{exp}/{SEARCH_INFO_FILE}", json.dumps(info, indent=2))
-    with quiet_logs(verbose):
-        started = _connect(address, verbose)
-        try:
-            check_resources(space.cpu, space.gpu)
-            tuner = ray_tune.Tuner.restore(exp, trainable(space.cpu, space.gpu),
+    with ray_session(address, verbose):
+        check_resources(space.cpu, space.gpu)
+        tuner = ray_tune.Tuner.restore(exp, trainable(space.cpu, space.gpu),
                                        resume_unfinished=True, resume_errored=True)
-            _retarget(tuner, space, verbose, progress)
-            if progress or verbose:
-                print(f"resume: {exp}, {space.num_samples} trials x <= {space.max_epochs} "
-                      f"epochs, target {space.target}", file=sys.stderr, flush=True)
-            tuner.fit()
-            upload_study(info.get("study", ""), exp)
-        finally:
-            if started:
-                import ray
-
-                ray.shutdown()
+        _retarget(tuner, space, verbose, progress)
+        if progress or verbose:
+            print(f"resume: {exp}, {space.num_samples} trials x <= {space.max_epochs} "
+                  f"epochs, target {space.target}", file=sys.stderr, flush=True)
+        tuner.fit()
+        upload_study(info.get("study", ""), exp)
     return SearchOutcome(exp, space.metric, space.mode,
                          load_trials(exp, space.metric, space.mode), space.num_samples,
                          info.get("study", ""))
@@ -350,14 +339,23 @@ def quiet_logs(verbose: int) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _connect(address: str | None, verbose: int) -> bool:
-    """`connect`; quietly, the workers' output stays in Ray's log files.
-
-    Workers print Ray's "Checkpoint successfully created at: ..." for every epoch of every trial
-    and shutdown noise; a failed trial is still reported (tune.progress, the final table) with
-    its error.txt.
+@contextlib.contextmanager
+def ray_session(address: str | None, verbose: int) -> Iterator[None]:
+    """Ray for one search or resume: joined (address) or started here, and shut down after only
+    when started here; with verbose 0 the logs are quiet (`quiet_logs`) and the workers' output
+    stays in Ray's log files (they print Ray's "Checkpoint successfully created at: ..." for
+    every epoch of every trial, and shutdown noise; a failed trial is still reported by
+    tune.progress and the final table, with its error.txt).
     """
-    return connect(address, log_to_driver=verbose > 0)
+    with quiet_logs(verbose):
+        started = connect(address, log_to_driver=verbose > 0)
+        try:
+            yield
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
 
 
 def print_summary(outcome: SearchOutcome, out: Any = sys.stdout, quiet: bool = False) -> None:

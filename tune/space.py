@@ -11,6 +11,9 @@ A space is a YAML file:
       pool: {type: choice, values: [avg, sum]}
       width: {type: choice, values: [16, 32], when: {model: simple}}  # only for the simple net
       dropout: {type: uniform, low: 0.05, high: 0.5, optional: true}  # an on/off switch first
+    start_from:                   # trials run first, before TPE samples (count in num_samples)
+      - defaults                  # TrainConfig's own defaults (with the `fixed` values)
+      - {lr: 3.0e-3, depth: 4}    # a config you know; unnamed searched fields keep defaults
     scheduler: {max_epochs: 8, grace_period: 1, reduction_factor: 3}  # ASHA, in epochs
     num_samples: 16               # trials
     max_concurrent: 2             # trials at once
@@ -23,12 +26,18 @@ searches a field only when an earlier searched (or fixed) field has one of those
 Fields not searched in a trial keep their `fixed` value or the TrainConfig default. `epochs` is
 not a field of a space: it is `scheduler.max_epochs`, so ASHA's max_t is the trials' length.
 
+`start_from` lists starting trials, enqueued in Optuna's study (Ray's OptunaSearch
+`points_to_evaluate`, i.e. `study.enqueue_trial`) so that they run first, with exactly these
+values. Each is `defaults` or a mapping of searched fields; a searched field it does not name
+takes its default. It must lie inside the space: every value within its `search` range, and an
+`optional` field off exactly when it has its default value. A search that starts from the
+defaults is never worse than them, short of noise.
+
 Every mistake is found here, before Ray starts, as one SpaceError naming the file, key and reason.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import typing
@@ -37,18 +46,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from countnet.config import ConfigError, TrainConfig, field_names, read_yaml
+from countnet.config import (
+    ConfigError,
+    TrainConfig,
+    field_names,
+    field_type,
+    read_yaml,
+    yaml_float,
+)
 
 # target -> (metric, mode) for Ray Tune, ASHA, Optuna and checkpoint ranking.
 TARGETS = {"generalise": ("val_loss", "min"), "overfit": ("gap", "max")}
 DIST_TYPES = ("loguniform", "uniform", "int", "choice")
-TOP_KEYS = ("target", "fixed", "search", "scheduler", "num_samples", "max_concurrent",
-            "resources_per_trial")
+TOP_KEYS = ("target", "fixed", "search", "start_from", "scheduler", "num_samples",
+            "max_concurrent", "resources_per_trial")
 PARAM_KEYS = ("type", "low", "high", "values", "when", "optional")
 SCHEDULER_KEYS = ("max_epochs", "grace_period", "reduction_factor")
 RESOURCE_KEYS = ("cpu", "gpu")
 SWITCH_PREFIX = "use_"  # Optuna parameter that turns an `optional` field on
 SCHEDULER_FIELD = "epochs"  # set from scheduler.max_epochs, never searched
+START_DEFAULTS = "defaults"  # a `start_from` entry: TrainConfig's defaults for every searched field
 
 
 class SpaceError(ConfigError):
@@ -87,6 +104,7 @@ class SearchSpace:
     max_concurrent: int
     cpu: float
     gpu: float
+    start_from: tuple[Any, ...] = ()  # `defaults` or {field: value}, as written in the file
 
     @property
     def metric(self) -> str:
@@ -99,6 +117,10 @@ class SearchSpace:
     def base_config(self) -> dict[str, Any]:
         """The constant part of every trial's config (Ray's param_space)."""
         return {**self.fixed, SCHEDULER_FIELD: self.max_epochs}
+
+    def start_points(self) -> list[dict[str, Any]]:
+        """The Optuna parameters of each `start_from` trial (switches included), in order."""
+        return [start_point(self, entry) for entry in self.start_from]
 
     def replace(self, **changes: Any) -> SearchSpace:
         return dataclasses.replace(self, **changes)
@@ -117,9 +139,12 @@ class SearchSpace:
             if p.optional:
                 spec["optional"] = True
             search[p.name] = spec
-        return {"target": self.target, "fixed": dict(self.fixed), "search": search,
-                "scheduler": {"max_epochs": self.max_epochs, "grace_period": self.grace_period,
-                              "reduction_factor": self.reduction_factor},
+        out: dict[str, Any] = {"target": self.target, "fixed": dict(self.fixed), "search": search}
+        if self.start_from:
+            out["start_from"] = [e if e == START_DEFAULTS else dict(e) for e in self.start_from]
+        return {**out, "scheduler": {"max_epochs": self.max_epochs,
+                                     "grace_period": self.grace_period,
+                                     "reduction_factor": self.reduction_factor},
                 "num_samples": self.num_samples, "max_concurrent": self.max_concurrent,
                 "resources_per_trial": {"cpu": self.cpu, "gpu": self.gpu}}
 
@@ -183,9 +208,72 @@ def parse_space(raw: Any, path: str = "<space>") -> SearchSpace:
         grace_period=grace, reduction_factor=float(rf),
         num_samples=_positive_int(raw.get("num_samples", 8), "num_samples", fail),
         max_concurrent=_positive_int(raw.get("max_concurrent", 2), "max_concurrent", fail),
-        cpu=float(cpu), gpu=float(gpu))
+        cpu=float(cpu), gpu=float(gpu),
+        start_from=_parse_start_from(raw.get("start_from", []), params, fail))
     check_configs(space)
+    for i, entry in enumerate(space.start_from):
+        try:
+            start_point(space, entry)
+        except ConfigError as e:
+            raise SpaceError(f"{path}: start_from[{i}]: {e}") from None
     return space
+
+
+def start_point(space: SearchSpace, entry: Any) -> dict[str, Any]:
+    """The Optuna parameters of one `start_from` entry: what the define-by-run function would
+    suggest for that config. Raises ConfigError when the config is invalid or outside the space.
+
+    Args:
+        space: the space (its fixed values and searched fields).
+        entry: `defaults` or a mapping of searched fields to values.
+    """
+    given = {} if entry == START_DEFAULTS else dict(entry)
+    # TrainConfig's own checks (types, ranges, scene fit) on the whole trial config.
+    cfg = TrainConfig.from_dict({**space.base_config(), **given}).to_dict()
+    defaults = TrainConfig().to_dict()
+    point: dict[str, Any] = {}
+    for prm in space.params:
+        if not all(cfg[f] in ok for f, ok in prm.when):
+            if prm.name in given:
+                conds = ", ".join(f"{f} in {list(ok)}" for f, ok in prm.when)
+                raise ConfigError(f"{prm.name}: set, but it is searched only when {conds}")
+            continue
+        value = cfg[prm.name]
+        if prm.optional:
+            point[prm.switch] = value != defaults[prm.name]  # off = the default value
+            if not point[prm.switch]:
+                continue
+        if prm.type == "choice":
+            if value not in prm.values:
+                raise ConfigError(f"{prm.name}: {value!r} is not one of search.{prm.name}'s "
+                                  f"values {list(prm.values)}")
+        elif not prm.low <= value <= prm.high:
+            raise ConfigError(f"{prm.name}: {value!r} is outside search.{prm.name}'s range "
+                              f"[{prm.low}, {prm.high}]")
+        point[prm.name] = value
+    return point
+
+
+def _parse_start_from(raw: Any, params: tuple[Param, ...], fail: Callable) -> tuple[Any, ...]:
+    """The entries of `start_from`, each `defaults` or a mapping of searched fields."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        fail("start_from", f"must be a list of `{START_DEFAULTS}` or field mappings, got "
+                           f"{type(raw).__name__}")
+    searched = {p.name for p in params}
+    for i, entry in enumerate(raw):
+        if entry == START_DEFAULTS:
+            continue
+        if not isinstance(entry, dict):
+            fail(f"start_from[{i}]", f"must be `{START_DEFAULTS}` or a mapping of field: value, "
+                                     f"got {entry!r}")
+        for key in entry:
+            _check_field(key, f"start_from[{i}].{key}", fail)
+            if key not in searched:
+                fail(f"start_from[{i}].{key}", "not searched by this space; a starting trial "
+                                               "sets searched fields only")
+    return tuple(raw)
 
 
 def check_configs(space: SearchSpace) -> None:
@@ -260,7 +348,7 @@ def _parse_param(name: Any, spec: Any, fixed: dict, fail: Callable) -> Param:
     kind = spec.get("type")
     if kind not in DIST_TYPES:
         fail(f"{key}.type", f"must be one of {', '.join(DIST_TYPES)}, got {kind!r}")
-    ftype = _field_type(name)
+    ftype = field_type(name)
     low = high = None
     values: tuple[Any, ...] = ()
     if kind == "choice":
@@ -296,9 +384,8 @@ def _bound(spec: dict, which: str, kind: str, key: str, fail: Callable) -> float
     if which not in spec:
         fail(f"{key}.{which}", "missing")
     v = spec[which]
-    if isinstance(v, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
-        with contextlib.suppress(ValueError):
-            v = float(v)
+    if yaml_float(v) is not None:
+        v = yaml_float(v)
     if kind == "int":
         if not (isinstance(v, int) and not isinstance(v, bool)):
             fail(f"{key}.{which}", f"must be an integer, got {v!r}")
@@ -312,10 +399,6 @@ def _check_field(name: Any, key: str, fail: Callable) -> None:
         fail(key, "epochs is set by scheduler.max_epochs (ASHA's max_t)")
     if name not in field_names():
         fail(key, "not a TrainConfig field")
-
-
-def _field_type(name: str) -> type:
-    return typing.get_type_hints(TrainConfig)[name]
 
 
 def _mapping(value: Any, key: str, fail: Callable) -> dict:

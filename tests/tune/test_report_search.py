@@ -32,7 +32,8 @@ def test_report_of_a_search(main_search, tmp_path) -> None:
         assert int(row["epochs_run"]) == t.epochs_run
         assert row["stopped_early"] == str(t.stopped_early)
         assert row["outcome"] == t.outcome
-    winner, epoch_row = pick_best(outcome.trials, outcome.metric, outcome.mode)  # the export's
+    winner, epoch_row, _ = pick_best(outcome.exp_dir, outcome.trials, outcome.metric,
+                                     outcome.mode)  # the export's
     ranked = load_experiment(outcome.exp_dir).ranked()
     assert ranked[0].trial_id == winner.trial_id
     assert int(ranked[0].best["epoch"]) == int(epoch_row["epoch"])

@@ -83,6 +83,22 @@ INVALID = [
      "search.epochs", "scheduler.max_epochs"),
     ("condition on a later field", lambda r: r["search"]["lr"].update(when={"width": 16}),
      "search.lr.when.width", "searched before"),
+    ("start_from unknown field", lambda r: r.update(start_from=[{"learning_rate": 0.01}]),
+     "start_from[0].learning_rate", "not a TrainConfig field"),
+    ("start_from value out of range", lambda r: r.update(start_from=[
+        {"lr": 0.01, "width": 8, "batch_size": 16}, {"lr": 0.5, "width": 8, "batch_size": 16}]),
+     "start_from[1]", "outside search.lr's range"),
+    ("start_from value not a choice",
+     lambda r: r.update(start_from=[{"width": 32, "batch_size": 16}]),
+     "start_from[0]", "not one of search.width's values"),
+    ("start_from invalid value", lambda r: r.update(start_from=[{"lr": -1.0, "width": 8}]),
+     "start_from[0]", "lr: must be > 0"),
+    ("start_from field not searched", lambda r: r.update(start_from=[{"depth": 4}]),
+     "start_from[0].depth", "not searched by this space"),
+    ("start_from condition off", lambda r: r.update(start_from=[{"batchnorm": True, "width": 8}]),
+     "start_from[0]", "searched only when width in [16]"),
+    ("start_from not a list", lambda r: r.update(start_from="defaults"),
+     "start_from", "must be a list"),
 ]
 
 
@@ -101,6 +117,29 @@ def test_invalid_space_exits_2_with_one_line(case, mutate, key, reason, tmp_path
 def test_missing_space_file_exits_2(tmp_path, capsys) -> None:
     assert main(["search", "--space", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_start_points_are_what_define_by_run_would_suggest() -> None:
+    raw = copy.deepcopy(MAIN_SPACE)
+    raw["search"]["width"]["values"] = [16, 32]  # 32 and 64 are TrainConfig's defaults
+    raw["search"]["batch_size"]["values"] = [32, 64]
+    raw["start_from"] = ["defaults", {"width": 16, "batchnorm": True, "dropout": 0.2,
+                                      "lr": "3e-3"}]  # YAML 1.1 reads 3e-3 as a string
+    space = parse_space(raw)
+    defaults, chosen = space.start_points()
+    # Default width 32 turns batchnorm's condition (width 16) off; dropout's switch is off.
+    assert defaults == {"lr": 2e-3, "width": 32, "use_dropout": False, "batch_size": 64}
+    assert chosen == {"lr": 3e-3, "width": 16, "batchnorm": True, "use_dropout": True,
+                      "dropout": 0.2, "batch_size": 64}
+    # Enqueued in a study, the define-by-run function suggests exactly these parameters.
+    study = optuna.create_study()
+    for point in (defaults, chosen):
+        study.enqueue_trial(point)
+        trial = study.ask()
+        DefineByRun(space)(trial)
+        assert trial.params == point
+        study.tell(trial, 0.0)
+    assert parse_space(space.to_dict()).start_points() == [defaults, chosen]  # round trip
 
 
 def _sample(space: SearchSpace, n: int, seed: int = 0) -> list[dict]:
