@@ -1,7 +1,8 @@
 """`countnet search`: a Ray Tune search of the counting CNN, with Optuna TPE and ASHA.
 
 Every piece is Ray Tune's or Optuna's own: `Tuner` + `PruningAwareOptunaSearch` (TPE, seeded,
-study in SQLite in the experiment directory) + `ASHAScheduler` over epochs + `with_resources` +
+study in SQLite in the experiment directory) + `ASHAScheduler` over epochs (`start_from`
+trials exempt: tune.scheduler) + `with_resources` +
 `CheckpointConfig` ranked by the target metric + `FailureConfig`. `Tuner.restore` resumes.
 
 The experiment directory holds Ray's files (one `trial_<id>/` per trial: result.json,
@@ -44,7 +45,6 @@ from typing import Any
 import optuna
 import yaml
 from ray import tune as ray_tune  # Ray Tune; `tune` is this package
-from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
 from countnet.config import ConfigError
@@ -61,6 +61,7 @@ from tune.results import (
     rank,
     read_search_info,
 )
+from tune.scheduler import StartFromASHA
 from tune.space import DefineByRun, SearchSpace, parse_space
 from tune.storage import experiment_location, is_uri, normalise, upload, write_text
 from tune.tensorboard import CountnetTBXLogger
@@ -111,7 +112,7 @@ def trial_dirname(trial: Any) -> str:
 
 def build_tuner(space: SearchSpace, storage_path: str, local_dir: Path, name: str,
                 seed: int, max_failures: int = MAX_FAILURES, verbose: int = 0,
-                progress: bool = False) -> ray_tune.Tuner:
+                progress: bool = False, sampler: Any = None) -> ray_tune.Tuner:
     """The Tuner of one search (experiment storage_path/name); the study is local_dir/optuna.db.
 
     Args:
@@ -123,13 +124,17 @@ def build_tuner(space: SearchSpace, storage_path: str, local_dir: Path, name: st
         max_failures: Ray's restarts of a crashed trial.
         verbose: Ray's own output: 0 none, 1 its default, 2 everything.
         progress: countnet's status line per trial event on stderr.
+        sampler: an Optuna sampler instead of the seeded TPE (bench/search_efficiency.py's
+            random-search arm).
     """
     local_dir.mkdir(parents=True, exist_ok=True)
     storage = optuna.storages.RDBStorage(f"{SQLITE}{local_dir / STUDY_FILE}")
-    searcher = make_searcher(space, seed, storage=storage, study_name=name)
-    scheduler = ASHAScheduler(time_attr="epoch", max_t=space.max_epochs,
+    searcher = make_searcher(space, seed, storage=storage, study_name=name, sampler=sampler)
+    # ASHA; the `start_from` trials (the baseline to beat) always run all max_epochs.
+    scheduler = StartFromASHA(time_attr="epoch", max_t=space.max_epochs,
                               grace_period=space.grace_period,
-                              reduction_factor=space.reduction_factor)
+                              reduction_factor=space.reduction_factor,
+                              starts=space.start_points())
     return ray_tune.Tuner(
         trainable(space.cpu, space.gpu),
         param_space=space.base_config(),
@@ -155,13 +160,22 @@ def callbacks(space: SearchSpace, progress: bool) -> list[ray_tune.Callback]:
 
 
 def make_searcher(space: SearchSpace, seed: int, storage: Any = None,
-                  study_name: str | None = None) -> PruningAwareOptunaSearch:
-    """Optuna TPE (seeded) over the space's define-by-run function; storage None = in memory."""
+                  study_name: str | None = None, sampler: Any = None) -> PruningAwareOptunaSearch:
+    """Optuna TPE (seeded) over the space's define-by-run function; storage None = in memory.
+
+    Args:
+        space: the validated search space.
+        seed: the TPE sampler's seed.
+        storage: an Optuna storage, or None for an in-memory study.
+        study_name: the study's name in the storage.
+        sampler: another Optuna sampler instead of TPE (None: TPE).
+    """
     # `group` and `constant_liar` are marked experimental in Optuna; they are what its docs
     # recommend for conditional spaces and for trials that run in parallel.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                         constant_liar=True)
+    if sampler is None:
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                             constant_liar=True)
     # `start_from` trials are enqueued in the study (Optuna's enqueue_trial), so they run first.
     return PruningAwareOptunaSearch(space=DefineByRun(space), metric=space.metric,
                                     mode=space.mode, sampler=sampler, storage=storage,
@@ -176,7 +190,7 @@ def trainable(cpu: float, gpu: float) -> Any:
 
 def run_search(space: SearchSpace, *, storage: str, name: str, seed: int,
                address: str | None = None, max_failures: int = MAX_FAILURES,
-               verbose: int = 0, progress: bool = False) -> SearchOutcome:
+               verbose: int = 0, progress: bool = False, sampler: Any = None) -> SearchOutcome:
     """Run a whole search and return its trials. Ray is started here unless already running.
 
     Args:
@@ -188,6 +202,7 @@ def run_search(space: SearchSpace, *, storage: str, name: str, seed: int,
         max_failures: Ray's restarts of a crashed trial.
         verbose: Ray's own output: 0 none, 1 its default, 2 everything.
         progress: a header and countnet's status line per trial event, on stderr.
+        sampler: an Optuna sampler instead of the seeded TPE (None: TPE).
     """
     storage_path, exp_dir, local_dir = experiment_location(storage, name)
     if ray_tune.Tuner.can_restore(exp_dir):
@@ -199,7 +214,7 @@ def run_search(space: SearchSpace, *, storage: str, name: str, seed: int,
     with ray_session(address, verbose):
         check_resources(space.cpu, space.gpu)
         tuner = build_tuner(space, storage_path, local_dir, name, seed, max_failures,
-                            verbose, progress)
+                            verbose, progress, sampler)
         _write_record(local_dir, space, seed, exp_dir)
         if progress or verbose:
             starts = f", {len(space.start_from)} from start_from" if space.start_from else ""

@@ -50,6 +50,9 @@ def test_start_from_trials_run_first_with_the_given_values(ray_local, tmp_path) 
     assert "dropout" not in first and "batchnorm" not in first  # they keep their defaults
     second = configs[_key(expected[1])]
     assert {k: second[k] for k in START} == START
+    # ASHA never stops a starting trial (the baseline to beat).
+    epochs = {_key(t.params): t.epochs_run for t in outcome.trials}
+    assert epochs[_key(expected[0])] == epochs[_key(expected[1])] == space.max_epochs
 
 
 def _deterministic_search(tmp_path, name: str) -> list[tuple[str, int, float]]:
