@@ -9,6 +9,8 @@ For an experiment directory (`countnet search`) it writes, into `--out` (default
   search most trials are PRUNED);
 - `curves.png`: train_loss, train_loss_eval and val_loss per epoch of the top trials, with ASHA's
   rungs and the best epoch marked;
+- `rungs.png`: per ASHA rung, each trial's value there against its best value, with the
+  Spearman rank correlation (`countnet.rung_audit`, `countnet.rung_report`);
 - `error_by_count.png`: the winner's error by true count, when an evaluation with per-count
   figures is found (the experiment's or the exported bundle's `suite.json`, `evaluation.json` or
   `metrics.json`);
@@ -37,6 +39,8 @@ from typing import Any
 
 from countnet.config import ConfigError, TrainConfig, read_yaml
 from countnet.folder import DataError
+from countnet.rung_audit import rung_milestones
+from countnet.rung_report import PNG_RUNGS, write_rung_audit
 
 REPORT_DIR = "report"  # default output, inside the experiment or run directory
 SEARCH_INFO_FILE = "countnet_search.json"  # written by `countnet search` (tune.results)
@@ -133,13 +137,9 @@ class Experiment:
 
     def rungs(self) -> list[float]:
         """ASHA's rung epochs below max_epochs: grace_period * reduction_factor**k (Ray's)."""
-        grace = self.scheduler.get("grace_period")
-        factor = self.scheduler.get("reduction_factor")
-        max_t = self.scheduler.get("max_epochs")
-        if not grace or not factor or not max_t or factor <= 1:
-            return []
-        n = int(math.log(max_t / grace) / math.log(factor) + 1)
-        return sorted(r for r in (grace * factor ** k for k in range(n)) if r < max_t)
+        return rung_milestones(self.scheduler.get("grace_period"),
+                               self.scheduler.get("reduction_factor"),
+                               self.scheduler.get("max_epochs"))
 
 
 # ---- reading ----------------------------------------------------------------------------------
@@ -719,6 +719,8 @@ def _experiment_report(exp: Experiment, out: Path, bundle: Path | None, top: int
                   for i, t in enumerate(ranked[:top], 1)]
         written["curves"] = plot_curves(panels, exp.rungs(), out / PNG_CURVES,
                                         exp.scheduler.get("max_epochs"))
+    _, rung_lines = write_rung_audit({t.trial_id: t.history for t in exp.trials}, exp.rungs(),
+                                     exp.metric, exp.mode, out)
     series = find_by_count([p for p in (bundle, exp.path) if p is not None])
     if series:
         winner = ranked[0].trial_id if ranked else "?"
@@ -730,7 +732,8 @@ def _experiment_report(exp: Experiment, out: Path, bundle: Path | None, top: int
                      f"(`{BY_COUNT_KEY}` in {'/'.join(EVALUATION_FILES)}) in {where}")
     written["csv"] = write_trials_csv(exp, out / TRIALS_CSV)
     md = out / REPORT_MD
-    md.write_text(_experiment_md(exp, ranked, importances, written, notes, md.parent))
+    md.write_text(_experiment_md(exp, ranked, importances, written, notes, md.parent,
+                                 rung_lines))
     return md
 
 
@@ -755,7 +758,8 @@ def write_trials_csv(exp: Experiment, path: Path) -> Path:
 
 
 def _experiment_md(exp: Experiment, ranked: list[TrialRecord], importances: dict[str, float],
-                   written: dict[str, Path], notes: list[str], base: Path) -> str:
+                   written: dict[str, Path], notes: list[str], base: Path,
+                   rung_lines: list[str]) -> str:
     def link(key: str, alt: str) -> list[str]:
         return [f"![{alt}]({written[key].relative_to(base)})", ""] if key in written else []
 
@@ -790,7 +794,7 @@ def _experiment_md(exp: Experiment, ranked: list[TrialRecord], importances: dict
     lines += ["## Learning curves of the top trials", "",
               "train_loss is the running train-mode mean over the epoch; train_loss_eval and "
               "val_loss are eval-mode losses after the epoch. Dotted lines: ASHA's rungs.", "",
-              *link("curves", "learning curves")]
+              *link("curves", "learning curves"), *rung_lines]
     if "errors" in written:
         lines += ["## The winner's error by true count", "", *link("errors", "error by count")]
     if notes:
@@ -833,7 +837,8 @@ def _run_report(run: Path, history: list[dict[str, Any]], config: dict[str, Any]
 
 def report_files(md: Path) -> list[Path]:
     """The files of the report whose report.md is `md`, report.md last."""
-    names = (PNG_HISTORY, PNG_IMPORTANCES, PNG_CURVES, PNG_ERRORS, TRIALS_CSV, REPORT_MD)
+    names = (PNG_HISTORY, PNG_IMPORTANCES, PNG_CURVES, PNG_RUNGS, PNG_ERRORS, TRIALS_CSV,
+             REPORT_MD)
     return [md.parent / n for n in names if (md.parent / n).is_file()]
 
 

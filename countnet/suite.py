@@ -46,6 +46,11 @@ RECORD_N = 300  # images per set when train and export record the suite: a few s
 SUITE_SEED = 0  # the PIL sets' seed; each set mixes in its index, so no two sets share images
 MODEST_NOISE = 0.25  # "modest" noise: this share of the way from noise_min to noise_max
 DIM_CONTRAST = 1.5  # dim objects: contrast at most this times contrast_min
+# Sets whose per-count figures (`evaluate.score`'s by_count) the record keeps: the in-distribution
+# test split, drawn by `countnet report` as the model's error by true count. The shifted sets'
+# per-count figures stay with `countnet evaluate --suite --json`.
+BY_COUNT_SETS = ("test",)
+BY_COUNT_KEY = "by_count"
 
 
 def pil_scenes(cfg: TrainConfig) -> dict[str, PilScene]:
@@ -175,9 +180,13 @@ def suite_record(results: dict[str, dict[str, Any]], n_per_set: int,
 
     Returns:
         {"n_per_set", "seed", "sets": {set: summary figures}, "min_acc", "mean_acc",
-         "hardest"}: min_acc and hardest let a search rank models by their worst set.
+         "hardest"}: min_acc and hardest let a search rank models by their worst set. The sets
+        of BY_COUNT_SETS also keep their per-count figures (`by_count`).
     """
     sets = {name: summary(fig) for name, fig in results.items()}
+    for name in BY_COUNT_SETS:
+        if name in results:
+            sets[name][BY_COUNT_KEY] = results[name][BY_COUNT_KEY]
     name = hardest(results)
     accs = [s["acc"] for s in sets.values()]
     return {"n_per_set": n_per_set, "seed": seed, "sets": sets, "min_acc": min(accs),

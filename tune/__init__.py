@@ -2,6 +2,8 @@
 
 Modules, one job each:
 - `space`: search-space YAML schema, validation, Optuna define-by-run function (no Ray);
+- `overrides`: `countnet search --set`, a space's fixed fields from the command line (no Ray);
+- `sampler`: the seeded TPE sampler, its random start sized to the search;
 - `trainable`: the Ray Tune trainable around `countnet.train.fit`;
 - `optuna_search`: OptunaSearch that records ASHA-stopped trials as PRUNED;
 - `tensorboard`: per-trial TensorBoard scalars and hparams;

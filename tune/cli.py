@@ -8,8 +8,6 @@ line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import sys
 import tempfile
 import time
@@ -17,6 +15,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from countnet.config import ConfigError
+from tune.overrides import set_fixed
 from tune.space import SearchSpace, load_space
 
 DEFAULT_STORAGE = "experiments"
@@ -31,7 +30,9 @@ def register_search(sub: argparse._SubParsersAction) -> None:
         "search", help="hyperparameter search (Ray Tune + Optuna TPE + ASHA)",
         description="Search a space of TrainConfig values with Ray Tune, Optuna's TPE sampler and "
         "ASHA early stopping. Prints a status line per trial event while it runs (stderr), then "
-        "the top trials, the best checkpoint and the tensorboard command (stdout), and writes "
+        "the top trials, an audit of ASHA's rungs (Spearman rank correlation of each rung's "
+        "value with the trial's best), the best checkpoint and the tensorboard command "
+        "(stdout), and writes "
         "`countnet report`'s plots into EXPERIMENT_DIR/report. The Optuna study is stored in "
         "SQLite in the experiment directory.")
     p.add_argument("--space", type=Path, help="search-space YAML (see search_spaces/)")
@@ -40,6 +41,10 @@ def register_search(sub: argparse._SubParsersAction) -> None:
                    help="continue an interrupted search in EXPERIMENT_DIR (a path or URI). "
                    "Trusted input only: Ray unpickles the experiment state, which can run "
                    "code; resume only experiments you or your cluster wrote")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="set one of the space's fixed TrainConfig fields (repeatable), as "
+                   "`countnet train --set` does, e.g. --set data=folder --set data_dir=my_photos; "
+                   "a field the space searches is refused")
     p.add_argument("--num-samples", type=int,
                    help="trials (overrides the space; with --resume: the resumed search's new "
                    "total, at least the trials it has)")
@@ -118,11 +123,15 @@ def run_search(args: argparse.Namespace) -> int:
         if args.space is not None or args.smoke_test:
             raise ConfigError("--resume takes no --space or --smoke-test: the experiment "
                               "directory holds its space")
+        if args.overrides:
+            raise ConfigError("--set: not with --resume: a resumed search keeps the fixed "
+                              "values it started with")
     else:
         if args.smoke_test == (args.space is not None):
             raise ConfigError("give --space FILE, --resume EXPERIMENT_DIR or --smoke-test")
         path = files("search_spaces") / SMOKE_SPACE if args.smoke_test else args.space
-        space = apply_overrides(load_space(path), args.num_samples, args.max_epochs)
+        space = set_fixed(load_space(path), args.overrides)
+        space = apply_overrides(space, args.num_samples, args.max_epochs)
         if args.deterministic:
             space = space.replace(max_concurrent=1)
         name = args.name or f"{Path(str(path)).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -157,9 +166,12 @@ def run_search(args: argparse.Namespace) -> int:
             print("nothing to export", file=sys.stderr)
             status = 1
         else:  # "exported ... to BUNDLE_DIR" is a message: stderr, and none when quiet
-            with contextlib.redirect_stdout(io.StringIO() if args.quiet else sys.stderr):
-                export_best(outcome.exp_dir, args.export, force=args.force, flag="--export",
-                            confirm_seeds=args.confirm_seeds)
+            exported = export_best(outcome.exp_dir, args.export, force=args.force,
+                                   flag="--export", confirm_seeds=args.confirm_seeds,
+                                   log=None if args.quiet else _message)
+            if not args.quiet:
+                for line in exported.lines:
+                    _message(line)
     if not args.no_report:
         write_search_report(outcome.exp_dir, args.export if status == 0 else None, args.quiet)
     return status
@@ -214,9 +226,21 @@ def run_export(args: argparse.Namespace) -> int:
         raise ConfigError("usage: countnet export EXPERIMENT_DIR --out BUNDLE_DIR")
     if args.confirm_seeds < 0:
         raise ConfigError(f"--confirm-seeds: must be >= 0, got {args.confirm_seeds}")
-    export_best(args.experiment, args.out, metric=args.metric, mode=args.mode,
-                confirm_seeds=args.confirm_seeds, force=args.force)
+    exported = export_best(args.experiment, args.out, metric=args.metric, mode=args.mode,
+                           confirm_seeds=args.confirm_seeds, force=args.force, log=_say)
+    for line in exported.lines:
+        _say(line)
     return 0
+
+
+def _say(line: str) -> None:
+    """A line on stdout now (a confirm seed can take minutes): `countnet export`'s report."""
+    print(line, flush=True)
+
+
+def _message(line: str) -> None:
+    """A line on stderr now: a message, not the data of `countnet search`."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def export_smoke_test() -> int:
@@ -232,9 +256,9 @@ def export_smoke_test() -> int:
         space = load_space(files("search_spaces") / SMOKE_SPACE)
         outcome = search(space, storage=tmp, name="smoke", seed=0, verbose=0)
         bundle = Path(tmp) / "bundle"
-        # export_best names the bundle's path, which is deleted on exit: say what happened.
-        with contextlib.redirect_stdout(io.StringIO()):
-            metrics = export_best(outcome.exp_dir, bundle)
+        # export_best's lines name the bundle's path, which is deleted on exit: say what
+        # happened instead.
+        metrics = export_best(outcome.exp_dir, bundle).metrics
         print(f"exported trial {metrics['trial_id']} epoch {metrics['epoch']} to a temporary "
               f"bundle (deleted at exit); counts of 4 new images:", file=sys.stderr)
         write_dataset(Path(tmp) / "images", TrainConfig(), 4, seed=7)

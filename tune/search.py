@@ -36,9 +36,8 @@ import logging
 import os
 import sys
 import time
-import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from ray import tune as ray_tune  # Ray Tune; `tune` is this package
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
 from countnet.config import ConfigError
+from countnet.rung_audit import audit_lines, audit_rungs, noise_warning, rung_milestones
 from tune.cluster import check_resources, connect
 from tune.optuna_search import PruningAwareOptunaSearch
 from tune.progress import SearchProgress
@@ -61,6 +61,7 @@ from tune.results import (
     rank,
     read_search_info,
 )
+from tune.sampler import tpe_sampler
 from tune.scheduler import StartFromASHA
 from tune.space import DefineByRun, SearchSpace, parse_space
 from tune.storage import experiment_location, is_uri, normalise, upload, write_text
@@ -92,6 +93,7 @@ class SearchOutcome:
     trials: list[TrialSummary]
     num_samples: int
     study: str = ""  # Optuna storage URL
+    rungs: list[float] = field(default_factory=list)  # ASHA's rung milestones, in epochs
 
     @property
     def finished(self) -> bool:
@@ -170,12 +172,8 @@ def make_searcher(space: SearchSpace, seed: int, storage: Any = None,
         study_name: the study's name in the storage.
         sampler: another Optuna sampler instead of TPE (None: TPE).
     """
-    # `group` and `constant_liar` are marked experimental in Optuna; they are what its docs
-    # recommend for conditional spaces and for trials that run in parallel.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if sampler is None:
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                             constant_liar=True)
+    if sampler is None:  # TPE after a random start of a third of the trials (tune.sampler)
+        sampler = tpe_sampler(seed, space.num_samples)
     # `start_from` trials are enqueued in the study (Optuna's enqueue_trial), so they run first.
     return PruningAwareOptunaSearch(space=DefineByRun(space), metric=space.metric,
                                     mode=space.mode, sampler=sampler, storage=storage,
@@ -225,7 +223,7 @@ def run_search(space: SearchSpace, *, storage: str, name: str, seed: int,
         upload_study(f"{SQLITE}{local_dir / STUDY_FILE}", exp_dir)
     return SearchOutcome(exp_dir, space.metric, space.mode,
                          load_trials(exp_dir, space.metric, space.mode), space.num_samples,
-                         f"{SQLITE}{local_dir / STUDY_FILE}")
+                         f"{SQLITE}{local_dir / STUDY_FILE}", _rungs(space))
 
 
 def resume_search(exp_dir: str | Path, *, address: str | None = None, verbose: int = 0,
@@ -277,7 +275,12 @@ def resume_search(exp_dir: str | Path, *, address: str | None = None, verbose: i
         upload_study(info.get("study", ""), exp)
     return SearchOutcome(exp, space.metric, space.mode,
                          load_trials(exp, space.metric, space.mode), space.num_samples,
-                         info.get("study", ""))
+                         info.get("study", ""), _rungs(space))
+
+
+def _rungs(space: SearchSpace) -> list[float]:
+    """The rungs of the space's ASHA (StartFromASHA places them as Ray's ASHAScheduler)."""
+    return rung_milestones(space.grace_period, space.reduction_factor, space.max_epochs)
 
 
 class RetargetedSearchGenerator(SearchGenerator):
@@ -374,15 +377,21 @@ def ray_session(address: str | None, verbose: int) -> Iterator[None]:
 
 
 def print_summary(outcome: SearchOutcome, out: Any = sys.stdout, quiet: bool = False) -> None:
-    """The top-trials table, the best trial and checkpoint, and where to look next.
+    """The top-trials table, the audit of ASHA's rungs, the best trial and checkpoint, and where
+    to look next.
 
     Args:
         outcome: the search's trials.
         out: the stream (stdout: this is the command's result).
-        quiet: the table only.
+        quiet: the table only (no rung audit, no noise warning, no next steps).
     """
     print(format_table(outcome.trials, outcome.metric, outcome.mode), file=out)
     if not quiet:
+        audits = audit_rungs({t.trial_id: t.history for t in outcome.trials}, outcome.rungs,
+                             outcome.metric, outcome.mode)
+        print("\n".join(audit_lines(audits, outcome.metric)), file=out)
+        for warning in filter(None, map(noise_warning, audits)):  # a message: stderr
+            print(warning, file=sys.stderr, flush=True)
         _where_next(outcome, out)
     out.flush()
     if not outcome.finished:  # also when quiet: the search is not done

@@ -15,25 +15,26 @@ import torch
 
 from countnet.bundle import load_model, write_bundle
 from countnet.cli import main
-from countnet.config import TrainConfig
 from countnet.evaluate import WORST_N, score
 from countnet.pil_render import PilScene, write_pil_set
+from countnet.report import PNG_ERRORS, write_report
 from countnet.rundir import SUITE_FILE, RunLogger
 from countnet.suite import SUITE_SETS
 from countnet.train import fit
+from tests.countnet.test_report import _assert_png
 
-# precision "auto": `countnet predict` and `countnet evaluate` share the fast path (bf16 where
-# the CPU has it), so they must compute the very same numbers on any CPU.
-TINY = TrainConfig(train_size=256, val_size=64, epochs=1, width=8, depth=3, batch_size=32)
 FOLDER_N = 60  # images in the labelled test folder
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
+def bundle(tmp_path_factory, tiny) -> Path:
     """A tiny model trained 1 epoch, exported as a bundle."""
+    # precision "auto": `countnet predict` and `countnet evaluate` share the fast path (bf16
+    # where the CPU has it), so they must compute the very same numbers on any CPU.
+    cfg = tiny(epochs=1, batch_size=32)
     root = tmp_path_factory.mktemp("model")
-    logger = RunLogger(root / "run", TINY)
-    fit(TINY, logger)
+    logger = RunLogger(root / "run", cfg)
+    fit(cfg, logger)
     logger.close()
     model, cfg = load_model(root / "run")
     return write_bundle(root / "bundle", model.state_dict(), cfg, {"note": "test"})
@@ -175,6 +176,17 @@ def test_train_records_the_suite_of_its_best_checkpoint(capsys, tmp_path) -> Non
     assert record["n_per_set"] == 64  # the smoke run's val_size: no more than it validated on
     assert record["min_acc"] == min(s["acc"] for s in record["sets"].values())
     assert record["hardest"] in SUITE_SETS
+    # The test split keeps its per-count figures; they add up to the set's own.
+    test = record["sets"]["test"]
+    assert [name for name, s in record["sets"].items() if "by_count" in s] == ["test"]
+    assert sum(r["n"] for r in test["by_count"]) == test["n"]
+    assert sum(r["n"] * r["mae"] for r in test["by_count"]) / test["n"] == \
+        pytest.approx(test["mae"])
+    assert sum(r["n"] * r["acc"] for r in test["by_count"]) / test["n"] == \
+        pytest.approx(test["acc"])
+    md = write_report(run)  # the run's report draws its error by true count from suite.json
+    _assert_png(md.parent / PNG_ERRORS)
+    assert "no error-by-count plot" not in md.read_text()
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("shift suite"))
     table = lines[start + 1:start + 2 + len(SUITE_SETS) + 1]

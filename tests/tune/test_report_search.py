@@ -4,9 +4,11 @@ epochs as `tune.results` and `countnet export`."""
 from __future__ import annotations
 
 import csv
+import json
 
 from countnet.report import (
     PNG_CURVES,
+    PNG_ERRORS,
     PNG_HISTORY,
     PNG_IMPORTANCES,
     TRIALS_CSV,
@@ -14,7 +16,7 @@ from countnet.report import (
     write_report,
 )
 from tests.countnet.test_report import _assert_png
-from tune.export import pick_best
+from tune.export import export_best, pick_best
 
 
 def test_report_of_a_search(main_search, tmp_path) -> None:
@@ -37,3 +39,17 @@ def test_report_of_a_search(main_search, tmp_path) -> None:
     ranked = load_experiment(outcome.exp_dir).ranked()
     assert ranked[0].trial_id == winner.trial_id
     assert int(ranked[0].best["epoch"]) == int(epoch_row["epoch"])
+
+
+def test_report_draws_the_exported_winners_error_by_count(main_search, tmp_path) -> None:
+    """The bundle's metrics.json keeps the test split's per-count figures (the suite record),
+    so the search's report draws the winner's error by true count."""
+    _, outcome = main_search
+    bundle = tmp_path / "bundle"
+    export_best(outcome.exp_dir, bundle)
+    test_set = json.loads((bundle / "metrics.json").read_text())["suite"]["sets"]["test"]
+    assert sum(r["n"] for r in test_set["by_count"]) == test_set["n"]
+    md = write_report(outcome.exp_dir, tmp_path / "report", bundle=bundle)
+    _assert_png(md.parent / PNG_ERRORS)
+    assert f"]({PNG_ERRORS})" in md.read_text()
+    assert "no error-by-count plot" not in md.read_text()

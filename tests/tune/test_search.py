@@ -11,7 +11,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests.tune.conftest import MAIN_SEED
+from tests.tune.test_sampler import TPE_PARAMS_ATTR
 from tune.results import STUDY_FILE
+from tune.sampler import startup_trials
 from tune.search import make_searcher
 
 
@@ -129,17 +131,22 @@ def test_checkpoints_ranked_by_target(main_search) -> None:
 
 
 def test_same_seed_same_configs(main_search) -> None:
+    """The seed fixes the random start; TPE's later picks also depend on the results."""
     space, outcome = main_search
-    sampled = [t.params for t in _study(outcome).trials]  # in the order they were asked
+    study = _study(outcome)
+    sampled = [t.params for t in study.trials]  # in the order they were asked
 
     def key(params: dict) -> str:
         return json.dumps(params, sort_keys=True)
 
     assert sorted(map(key, sampled)) == sorted(key(t.params) for t in outcome.trials)
+    # The trials asked before TPE took over (tune.sampler: after startup_trials finished).
+    first_tpe = min(t.number for t in study.trials if TPE_PARAMS_ATTR in t.system_attrs)
+    assert first_tpe >= startup_trials(space.num_samples)
 
     def replay(seed: int) -> list[dict]:
-        searcher = make_searcher(space, seed)
-        return [searcher.suggest(f"replay_{i}") for i in range(len(sampled))]
+        searcher = make_searcher(space, seed)  # no results told: every ask is random
+        return [searcher.suggest(f"replay_{i}") for i in range(first_tpe)]
 
-    assert replay(MAIN_SEED) == sampled
-    assert replay(MAIN_SEED + 1) != sampled
+    assert replay(MAIN_SEED) == sampled[:first_tpe]
+    assert replay(MAIN_SEED + 1) != sampled[:first_tpe]

@@ -1,0 +1,73 @@
+"""`countnet search --set key=value`: a space's `fixed` fields, set from the command line.
+
+The values are parsed exactly as `countnet train --set` parses them (`countnet.config.
+parse_overrides`: YAML scalars, never evaluated) and checked before Ray starts: an unknown key, a
+key the space searches, `epochs` (the space's `scheduler.max_epochs`) or a value TrainConfig
+rejects raises ConfigError, which `countnet` prints as one line and exits 2.
+
+Trials run in their own trial directory (Ray Tune changes the working directory of each trial), so
+a relative `data_dir` is made absolute against the current directory here, where it means what it
+means to `countnet train`, and must name an existing directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from countnet.config import ConfigError, TrainConfig, field_names, parse_overrides
+from tune.space import SCHEDULER_FIELD, SearchSpace, parse_space
+
+DATA_DIR_FIELD = "data_dir"  # a path: resolved against the current directory
+
+
+def set_fixed(space: SearchSpace, items: list[str]) -> SearchSpace:
+    """The space with `key=value` items added to (or replacing) its `fixed` fields.
+
+    Args:
+        space: a validated search space.
+        items: `--set` arguments, e.g. ["data=folder", "data_dir=my_photos"].
+
+    Returns:
+        A validated space; `space` itself when `items` is empty.
+
+    Raises:
+        ConfigError: a malformed item, an unknown or searched key, `epochs`, a value TrainConfig
+            rejects (alone or with the space's other values), or a `data_dir` that is not a
+            directory. The message names the item.
+    """
+    if not items:
+        return space
+    values = parse_overrides(items)
+    searched = {p.name for p in space.params}
+    for key, value in values.items():
+        if key == SCHEDULER_FIELD:
+            raise ConfigError(f"--set {key}: the epochs of a trial are the space's "
+                              f"scheduler.max_epochs (ASHA's max_t); use --max-epochs")
+        if key not in field_names():
+            raise ConfigError(f"--set {key}: not a TrainConfig field (known: "
+                              f"{', '.join(field_names())})")
+        if key in searched:
+            raise ConfigError(f"--set {key}: {space.path} searches it; a field is fixed or "
+                              f"searched, so remove search.{key} from a copy of the space")
+        if key == DATA_DIR_FIELD:
+            values[key] = _data_dir(value)
+    fixed = {**space.fixed, **values}
+    try:  # TrainConfig's own checks, as `countnet train --set` runs them
+        TrainConfig.from_dict({**space.base_config(), **values})
+    except ConfigError as e:
+        raise ConfigError(f"--set {' '.join(items)}: {e}") from None
+    try:  # with every searched value and starting point of the space
+        return parse_space(space.replace(fixed=fixed).to_dict(), space.path)
+    except ConfigError as e:
+        raise ConfigError(f"--set {' '.join(items)}: {e}") from None
+
+
+def _data_dir(value: Any) -> Any:
+    """An absolute path for a relative `data_dir`; an error when it is not a directory."""
+    if not isinstance(value, str) or not value:
+        return value  # TrainConfig rejects what is not a string
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"--set {DATA_DIR_FIELD}={value}: no such directory")
+    return str(path.resolve())
