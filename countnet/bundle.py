@@ -2,8 +2,15 @@
 
 A bundle directory holds:
 - `model.pt`: the model's state_dict only (tensors; loads with weights_only=True);
-- `config.json`: the TrainConfig, plus the input size and normalisation the model expects;
+- `config.json`: the TrainConfig, the input size and normalisation the model expects, and the
+  sha256 of model.pt (`"sha256": {"model.pt": HEX}`);
 - `metrics.json`: where it came from and how good it was.
+
+Loading checks model.pt against its recorded sha256: a file damaged on disk or in a download is
+one IntegrityError line naming it (exit 2), never a model that counts 0 without a word. A bundle
+without a recorded hash (written before countnet recorded one) loads unchecked and without a
+word: there is nothing to compare it with. The hash detects damage; it is no signature, since
+whoever can change model.pt can change config.json too.
 
 A bundle is safe to load from anyone: tensors and JSON only, nothing is unpickled as code, and
 the config may not ask for a model or an input larger than the caps below (checked before any
@@ -14,7 +21,10 @@ one, never a mix.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +33,15 @@ import torch.nn as nn
 
 from countnet.checkpoint import (
     CHECKPOINT_FILE,
+    check_sha256,
     check_state_dict,
     load_checkpoint,
     load_tensors,
     resolve,
 )
-from countnet.cli.output import finite
 from countnet.config import ConfigError, TrainConfig
-from countnet.folder import DataError
+from countnet.errors import DataError
+from countnet.formatting import nan_to_null
 from countnet.models import model_from_config
 from countnet.outdir import OutputKind, staged_dir
 
@@ -39,6 +50,8 @@ MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.pt", "config.json", "metrics.json
 NORMALISATION = {"scale": 1.0 / 255.0, "mean": 0.0, "std": 1.0}
 RUN_BEST = Path("checkpoints") / "best" / CHECKPOINT_FILE
 MAX_CONFIG_BYTES = 1 << 20  # config.json is a few KiB; refuse to parse a huge one
+SHA256_KEY = "sha256"  # config.json: {"sha256": {"model.pt": "64 hex digits"}}
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def is_bundle(path: Path) -> bool:
@@ -61,23 +74,27 @@ def write_bundle(out_dir: str | Path, model_state: dict[str, torch.Tensor], cfg:
     if out.is_dir() and any(out.iterdir()) and not is_bundle(out):
         raise ConfigError(f"{out}: not a bundle ({BUNDLE_OUTPUT.hint}); will not replace it")
     # Serialise before staging: an error (a NaN in metrics is fine; an odd object is not) then
-    # leaves nothing behind at all.
+    # leaves nothing behind at all. model.pt's bytes are hashed as they will be written.
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model_state.items()}, buf)
+    weights = buf.getvalue()
     config = {"train_config": cfg.to_dict(),
               "input": {"height": cfg.image_size, "width": cfg.image_size,
-                        "channels": cfg.channels, "normalisation": NORMALISATION}}
+                        "channels": cfg.channels, "normalisation": NORMALISATION},
+              SHA256_KEY: {MODEL_FILE: hashlib.sha256(weights).hexdigest()}}
     config_text = json.dumps(config, indent=2, allow_nan=False)
     # Strict JSON: a NaN (a diverged confirm seed) is null, as in metrics.jsonl.
-    metrics_text = json.dumps(finite(metrics), indent=2, default=str, allow_nan=False)
-    weights = {k: v.detach().cpu() for k, v in model_state.items()}
+    metrics_text = json.dumps(nan_to_null(metrics), indent=2, default=str, allow_nan=False)
     with staged_dir(out) as stage:
-        torch.save(weights, stage / MODEL_FILE)
+        (stage / MODEL_FILE).write_bytes(weights)
         (stage / CONFIG_FILE).write_text(config_text)
         (stage / METRICS_FILE).write_text(metrics_text)
     return out
 
 
-def read_bundle_config(path: Path) -> TrainConfig:
-    """The TrainConfig of a bundle's config.json; a bad file or key is one line naming it."""
+def read_bundle_json(path: Path) -> dict[str, Any]:
+    """A bundle's config.json, a dict holding `train_config`; a bad file or key is one
+    DataError or ConfigError line naming it."""
     file = path / CONFIG_FILE
     if file.stat().st_size > MAX_CONFIG_BYTES:
         raise DataError(f"{file}: larger than {MAX_CONFIG_BYTES} bytes; not a bundle config")
@@ -93,7 +110,20 @@ def read_bundle_config(path: Path) -> TrainConfig:
     if not isinstance(data, dict) or "train_config" not in data:
         raise ConfigError(f"{file}: no 'train_config' key (the TrainConfig the model was "
                           f"trained with)")
-    return config_from(data["train_config"], f"{file}: train_config")
+    return data
+
+
+def recorded_sha256(data: dict[str, Any], where: Path) -> str | None:
+    """model.pt's sha256 as config.json (`data`, read from `where`) records it; None when it
+    records none (a bundle written before countnet recorded hashes)."""
+    if SHA256_KEY not in data:
+        return None
+    digests = data[SHA256_KEY]
+    digest = digests.get(MODEL_FILE) if isinstance(digests, dict) else None
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+        raise DataError(f"{where}: {SHA256_KEY}: must be {{\"{MODEL_FILE}\": 64 lowercase hex "
+                        f"digits}}, got {json.dumps(digests)[:80]}")
+    return digest
 
 
 def config_from(values: Any, where: str) -> TrainConfig:
@@ -110,7 +140,11 @@ def load_model(path: str | Path,
     """(model in eval mode, its config) from a bundle dir, a run dir or a checkpoint file/dir."""
     p = Path(path)
     if is_bundle(p):
-        cfg = read_bundle_config(p)
+        data = read_bundle_json(p)
+        cfg = config_from(data["train_config"], f"{p / CONFIG_FILE}: train_config")
+        digest = recorded_sha256(data, p / CONFIG_FILE)
+        if digest is not None:  # None: an older bundle, loaded unchecked (module docstring)
+            check_sha256(p / MODEL_FILE, [digest], CONFIG_FILE)
         state = check_state_dict(load_tensors(p / MODEL_FILE), str(p / MODEL_FILE))
         where = str(p / MODEL_FILE)
     else:

@@ -3,12 +3,22 @@
 A checkpoint (or a bundle's model.pt) from anyone is safe to load: torch's weights-only unpickler
 refuses every Python object that is not a tensor, a container or a plain value, so a malicious
 pickle fails with DataError instead of running code.
+
+Integrity: `checkpoint.pt` has a sidecar `checkpoint.pt.sha256` (sha256sum's format, so
+`sha256sum -c checkpoint.pt.sha256` checks it too) that `save_checkpoint` writes with it and
+`load_checkpoint` checks: a file damaged on disk or in a copy is one IntegrityError line naming
+it, never weights that silently count wrong. A checkpoint without a sidecar (written before
+countnet recorded one) loads without a check and without a word: there is nothing to compare it
+with. The hash guards against damage, not against an attacker, who can rewrite both files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -17,9 +27,12 @@ from typing import Any
 
 import torch
 
-from countnet.folder import DataError
+from countnet.errors import DataError, IntegrityError
 
 CHECKPOINT_FILE = "checkpoint.pt"
+DIGEST_SUFFIX = ".sha256"  # checkpoint.pt.sha256, beside checkpoint.pt
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_DIGEST_BYTES = 4096  # a sidecar holds one or two lines; refuse to read a huge one
 # What `countnet.train` saves; every reader (resume, export, predict, diagnose) needs these.
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "config", "history")
 
@@ -31,24 +44,115 @@ def resolve(path: str | Path) -> Path:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write atomically (temp file + rename), so a crash never leaves half a checkpoint."""
+    """Write atomically with its sha256 sidecar, so a crash never leaves half a checkpoint."""
     target = resolve(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     save_atomic(state, target)
     return target
 
 
+def digest_path(target: Path) -> Path:
+    """The sidecar holding `target`'s sha256: `checkpoint.pt.sha256`."""
+    return target.with_name(target.name + DIGEST_SUFFIX)
+
+
 def save_atomic(obj: Any, target: Path) -> None:
-    """torch.save to a temp file in target's directory, then rename it over target."""
+    """torch.save `obj` to `target`, and its sha256 to the sidecar; a crash leaves a pair that
+    loads (the old file or the new one, each with its hash listed).
+
+    Two files cannot be renamed in one step, so for a moment the sidecar lists two hashes:
+    1. the file's bytes are serialised and hashed in memory, then written to a temp file;
+    2. the sidecar becomes (temp file + rename) the new hash plus the hash(es) of the old file,
+       if there is one;
+    3. the temp file is renamed over `target`;
+    4. the sidecar becomes the new hash alone.
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    sidecar = digest_path(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        # A crash between 2 and 3 leaves the old file: the sidecar still accepts it.
+        old = _old_digests(target, sidecar) if target.is_file() else []
+        _write_digests(sidecar, target.name, [digest, *old])
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    _write_digests(sidecar, target.name, [digest])
+
+
+def _old_digests(target: Path, sidecar: Path) -> list[str]:
+    """The hashes the sidecar accepts for the current `target`; its own hash if it has none."""
+    with contextlib.suppress(OSError, DataError):
+        listed = read_digests(sidecar)
+        if listed:
+            return listed
+    return [file_sha256(target)]
+
+
+def _write_digests(sidecar: Path, name: str, digests: list[str]) -> None:
+    """Replace the sidecar by one `HASH  NAME` line per hash, atomically (temp + rename)."""
+    text = "".join(f"{d}  {name}\n" for d in dict.fromkeys(digests))
+    fd, tmp = tempfile.mkstemp(prefix=f".{sidecar.name}.", suffix=".tmp", dir=sidecar.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, sidecar)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_digests(sidecar: Path) -> list[str]:
+    """The sha256 hashes a sidecar lists (one per line, `HASH  NAME` or `HASH`); DataError if it
+    is not such a file. The name is not compared: a renamed pair still checks."""
+    try:
+        if sidecar.stat().st_size > MAX_DIGEST_BYTES:
+            raise DataError(f"{sidecar}: larger than {MAX_DIGEST_BYTES} bytes; not a sha256 list")
+        text = sidecar.read_text(encoding="ascii")
+    except UnicodeDecodeError:
+        raise DataError(f"{sidecar}: not a sha256 list (not ASCII text)") from None
+    except OSError as e:
+        raise DataError(f"{sidecar}: cannot read ({e.strerror})") from None
+    digests = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        digest = line.split()[0].lower()
+        if not _HEX64.fullmatch(digest):
+            raise DataError(f"{sidecar}:{n}: not a sha256 (64 hex digits): {digest[:70]!r}")
+        digests.append(digest)
+    if not digests:
+        raise DataError(f"{sidecar}: lists no sha256")
+    return digests
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in chunks (a file larger than memory is fine)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_sha256(path: Path, recorded: list[str], where: str) -> None:
+    """IntegrityError unless the sha256 of `path` is one of `recorded` (from `where`)."""
+    try:
+        actual = file_sha256(path)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    if actual not in recorded:
+        raise IntegrityError(f"{path}: damaged: its sha256 is {actual[:16]}..., but {where} "
+                             f"records {recorded[0][:16]}... (the file changed after it was "
+                             f"written: a disk or copy error); use an intact copy")
 
 
 def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> Any:
@@ -93,10 +197,14 @@ def check_state_dict(state: Any, where: str) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load without unpickling code (weights_only=True); a bad file raises DataError."""
+    """Load without unpickling code (weights_only=True); a bad file raises DataError, a file
+    whose sha256 differs from its sidecar's IntegrityError (a DataError)."""
     target = resolve(path)
     if not target.is_file():
         raise FileNotFoundError(f"{target}: no checkpoint there")
+    sidecar = digest_path(target)
+    if sidecar.is_file():  # none: written before countnet recorded hashes; nothing to check
+        check_sha256(target, read_digests(sidecar), sidecar.name)
     state = load_tensors(target, map_location)
     if not isinstance(state, dict):
         raise DataError(f"{target}: not a countnet checkpoint (a dict), got "

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from countnet.errors import DataError
+
 LABELS_CSV = "labels.csv"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Largest count a label may hold. Far above any real scene, far below float32 trouble (a count is
@@ -37,10 +39,6 @@ MAX_IMAGE_PIXELS = 64_000_000
 # Errors Pillow raises for a truncated or malformed file (its plugins use all of these).
 DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
                  struct.error)
-
-
-class DataError(ValueError):
-    """Bad input data. The message names the file (and the row where there is one)."""
 
 
 class Row(NamedTuple):

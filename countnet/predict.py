@@ -9,7 +9,8 @@ import torch
 
 from countnet.bundle import load_model
 from countnet.config import TrainConfig
-from countnet.folder import IMAGE_SUFFIXES, DataError, load_image
+from countnet.errors import DataError
+from countnet.folder import IMAGE_SUFFIXES, load_image
 from countnet.precision import fast_path
 from countnet.train import pick_device, predict
 

@@ -24,7 +24,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 from countnet.checkpoint import load_checkpoint
 from countnet.config import ConfigError, TrainConfig
-from countnet.folder import DataError, read_text
+from countnet.errors import DataError
+from countnet.folder import read_text
+from countnet.formatting import nan_to_null
 from countnet.outdir import OutputKind
 from countnet.train import RESUME_FREE_FIELDS, SaveFn
 
@@ -110,9 +112,7 @@ class RunLogger:
 
 def metrics_line(metrics: dict[str, Any]) -> str:
     """One strict-JSON line: NaN and inf become null (JSON has neither)."""
-    safe = {k: None if isinstance(v, float) and not math.isfinite(v) else v
-            for k, v in metrics.items()}
-    return json.dumps(safe, allow_nan=False)
+    return json.dumps(nan_to_null(metrics), allow_nan=False)
 
 
 def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:

@@ -3,38 +3,56 @@
 "Best" is over every epoch of every trial: a trial whose val_loss bottomed out at epoch 5 of 8 is
 exported with its epoch-5 weights, from the checkpoint Ray kept because it ranked best by the
 target metric. Diverged trials are never candidates. The bundle loads without Ray.
+
+Nothing here prints: `export_best` returns the lines to show and `confirm` reports each seed
+through a callback; `countnet export` and `countnet search --export` print them.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from countnet import suite
 from countnet.bundle import BUNDLE_OUTPUT, write_bundle
 from countnet.checkpoint import load_checkpoint
-from countnet.cli.output import finite
 from countnet.config import ConfigError, TrainConfig
+from countnet.formatting import nan_to_null
 from countnet.outdir import check_out_dir
 from countnet.train import METRIC_KEYS, Diverged, fit
 from tune.results import TrialSummary, best_result, load_trials, read_search_info
 from tune.storage import normalise
 
 
+@dataclass(frozen=True)
+class Exported:
+    """What `export_best` wrote, and what to tell the user about it."""
+
+    metrics: dict[str, Any]  # the bundle's metrics.json content
+    lines: list[str]  # the report, in order: a note on the choice, the bundle, the held-out
+    # figures, the confirm seeds' summary
+
+
 def export_best(exp_dir: str | Path, out_dir: str | Path, *, metric: str | None = None,
                 mode: str | None = None, confirm_seeds: int = 0, force: bool = False,
-                flag: str = "--out") -> dict[str, Any]:
-    """Write the bundle of the best (trial, epoch) and return its metrics.json content.
+                flag: str = "--out", log: Callable[[str], None] | None = None) -> Exported:
+    """Write the bundle of the best (trial, epoch); return its metrics.json content and the
+    lines that report it.
 
     A non-empty `out_dir` is refused before any work unless `force` (then an earlier bundle is
-    replaced whole). The bundle is staged and renamed into place (`write_bundle`).
+    replaced whole). The bundle is staged and renamed into place (`write_bundle`). `log`, when
+    given, gets a line per confirm seed as each finishes (retraining takes a while).
     """
     check_out_dir(out_dir, force=force, kind=BUNDLE_OUTPUT, flag=flag)
     info = read_search_info(exp_dir)
     metric, mode = _metric_and_mode(info, metric, mode)
     trials = load_trials(exp_dir, metric, mode)
     trial, row, checkpoint = pick_best(exp_dir, trials, metric, mode)
+    note = unkept_best_note(trials, row, metric, mode)
+    lines = [] if note is None else [note]
     epoch = int(row["epoch"])
     with checkpoint.as_directory() as local:  # downloads when the experiment is remote
         state = load_checkpoint(local)
@@ -49,19 +67,19 @@ def export_best(exp_dir: str | Path, out_dir: str | Path, *, metric: str | None 
         "history": [dict(h) for h in state["history"]],
     }
     if confirm_seeds:
-        metrics["confirm_seeds"] = confirm(cfg, epoch, confirm_seeds)
+        metrics["confirm_seeds"] = confirm(cfg, epoch, confirm_seeds, log=log)
     if suite.applies(cfg):  # the shift suite's figures, so that a search can rank by them
-        metrics["suite"] = finite(suite.record_suite(state["model"], cfg))
+        metrics["suite"] = nan_to_null(suite.record_suite(state["model"], cfg))
     write_bundle(out_dir, state["model"], cfg, metrics)
-    print(f"exported trial {trial.trial_id} epoch {epoch} ({metric}={row[metric]:.4g}, "
-          f"val_acc={row['val_acc']:.3f}) to {out_dir}", flush=True)
+    lines.append(f"exported trial {trial.trial_id} epoch {epoch} ({metric}={row[metric]:.4g}, "
+                 f"val_acc={row['val_acc']:.3f}) to {out_dir}")
     if "suite" in metrics:  # data the search never saw: the held-out test split and the shifts
-        print(f"the winner on held-out data, {metrics['suite']['n_per_set']} images per set "
-              f"(metrics.json \"suite\"):")
-        print("\n".join(suite.suite_table(metrics["suite"]["sets"])), flush=True)
+        lines.append(f"the winner on held-out data, {metrics['suite']['n_per_set']} images per "
+                     f"set (metrics.json \"suite\"):")
+        lines += suite.suite_table(metrics["suite"]["sets"])
     if confirm_seeds:
-        print(confirm_line(metrics["confirm_seeds"], row), flush=True)
-    return metrics
+        lines.append(confirm_line(metrics["confirm_seeds"], row))
+    return Exported(metrics, lines)
 
 
 def confirm_line(confirmed: dict[str, Any], row: dict[str, Any]) -> str:
@@ -76,19 +94,28 @@ def confirm_line(confirmed: dict[str, Any], row: dict[str, Any]) -> str:
 
 def pick_best(exp_dir: str | Path, trials: list[TrialSummary], metric: str,
               mode: str) -> tuple[TrialSummary, dict[str, Any], Any]:
-    """The best (trial, epoch row, checkpoint): Ray's choice (`best_result`), and a note when the
-    best epoch by `metric` was not kept (ranking by another metric than Ray kept them by)."""
-    trial, row, checkpoint = best_result(exp_dir, trials, metric, mode)
+    """The best (trial, epoch row, checkpoint): Ray's choice (`best_result`). It may not be the
+    best epoch by `metric` overall (`unkept_best_note` says when)."""
+    return best_result(exp_dir, trials, metric, mode)
+
+
+def unkept_best_note(trials: list[TrialSummary], row: dict[str, Any], metric: str,
+                     mode: str) -> str | None:
+    """A note when the best epoch by `metric` is not the picked `row`: its checkpoint was not
+    kept (ranking by another metric than Ray kept them by). None when it is."""
     pick = min if mode == "min" else max
     overall = [t.best[metric] for t in trials if t.best is not None and not t.diverged]
     if overall and pick(overall) != row[metric]:
-        print(f"note: the best {metric} ({pick(overall):.4g}) was at an epoch whose checkpoint "
-              f"was not kept; exporting the best kept one ({row[metric]:.4g})")
-    return trial, row, checkpoint
+        return (f"note: the best {metric} ({pick(overall):.4g}) was at an epoch whose checkpoint "
+                f"was not kept; exporting the best kept one ({row[metric]:.4g})")
+    return None
 
 
-def confirm(cfg: TrainConfig, epoch: int, n: int) -> dict[str, Any]:
-    """Retrain `cfg` with n other seeds; mean and std of val_loss and val_acc at `epoch`."""
+def confirm(cfg: TrainConfig, epoch: int, n: int,
+            log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Retrain `cfg` with n other seeds; mean and std of val_loss and val_acc at `epoch`.
+
+    `log`, when given, gets one line per seed as it finishes."""
     seeds = [cfg.seed + 1 + i for i in range(n)]
     rows = []
     for seed in seeds:
@@ -98,8 +125,9 @@ def confirm(cfg: TrainConfig, epoch: int, n: int) -> dict[str, Any]:
         except Diverged:
             history = [{"val_loss": float("nan"), "val_acc": 0.0}]
         rows.append(history[min(epoch, len(history)) - 1])
-        print(f"confirm seed {seed}: val_loss={rows[-1]['val_loss']:.4g} "
-              f"val_acc={rows[-1]['val_acc']:.3f}", flush=True)
+        if log is not None:
+            log(f"confirm seed {seed}: val_loss={rows[-1]['val_loss']:.4g} "
+                f"val_acc={rows[-1]['val_acc']:.3f}")
     out: dict[str, Any] = {"seeds": seeds, "epoch": epoch}
     for key in ("val_loss", "val_acc"):
         values = [r[key] for r in rows]

@@ -17,7 +17,6 @@ the one `countnet export` would take. Lines are written to stderr (messages); th
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from countnet.formatting import is_finite
 from tune.optuna_search import DIVERGED_KEY
 from tune.results import format_params
 
@@ -111,8 +111,7 @@ class SearchProgress(Callback):
     def _update(self, trial_id: str, row: dict[str, Any]) -> None:
         """Keep the trial's best epoch: finite target, not diverged."""
         value = row.get(self.metric)
-        if (not isinstance(value, (int, float)) or not math.isfinite(value)
-                or row.get(DIVERGED_KEY) is True or STEP_KEY not in row):
+        if not is_finite(value) or row.get(DIVERGED_KEY) is True or STEP_KEY not in row:
             return
         old = self._best.get(trial_id)
         if old is None or self._better(value, old[self.metric]):

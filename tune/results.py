@@ -8,7 +8,6 @@ the best finite value of the metric over all its epochs; diverged trials are nev
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from ray.tune import Checkpoint, ExperimentAnalysis, ResultGrid
 
 from countnet.checkpoint import CHECKPOINT_FILE
 from countnet.config import ConfigError
+from countnet.formatting import fmt_number, is_finite
 from countnet.train import METRIC_KEYS
 from tune.optuna_search import DIVERGED_KEY
 from tune.storage import is_uri, normalise, read_text
@@ -125,7 +125,7 @@ def load_trials(exp_dir: str | Path, metric: str, mode: str) -> list[TrialSummar
 def best_row(history: list[dict[str, Any]], metric: str, mode: str,
              epochs: set[int] | None = None) -> dict[str, Any] | None:
     """The row with the best finite `metric` (optionally only among `epochs`)."""
-    rows = [r for r in history if _finite(r.get(metric)) and r.get(DIVERGED_KEY) is not True
+    rows = [r for r in history if is_finite(r.get(metric)) and r.get(DIVERGED_KEY) is not True
             and (epochs is None or int(r["epoch"]) in epochs)]
     if not rows:
         return None
@@ -193,8 +193,8 @@ def format_table(trials: list[TrialSummary], metric: str, mode: str, top: int = 
     for t in ranked[:top] + others:
         b = t.best or {}
         lines.append((t.trial_id, str(t.epochs_run), t.outcome, str(b.get("epoch", "-")),
-                      _fmt(b.get(metric)), _fmt(b.get("val_loss")), _fmt(b.get("val_acc")),
-                      _fmt(b.get("gap")), format_params(t.params)))
+                      *(fmt_number(b.get(k)) for k in (metric, "val_loss", "val_acc", "gap")),
+                      format_params(t.params)))
     if metric in ("val_loss", "val_acc", "gap"):  # no duplicate column
         lines = [row[:4] + row[5:] for row in lines]
         cols = cols[:4] + cols[5:]
@@ -209,21 +209,10 @@ def format_table(trials: list[TrialSummary], metric: str, mode: str, top: int = 
 
 def format_params(params: dict[str, Any]) -> str:
     """`lr=0.0031 width=16 ...` with short floats."""
-    return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+    return " ".join(f"{k}={fmt_number(v)}" for k, v in params.items())
 
 
 def _native(v: Any) -> Any:
     """numpy scalars from pandas -> Python values (JSON-safe)."""
     return v.item() if hasattr(v, "item") else v
 
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return "-" if v is None else str(v)
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)

@@ -25,6 +25,7 @@ from typing import Any
 from ray.tune.logger import TBXLoggerCallback
 from ray.tune.utils import flatten_dict
 
+from countnet.formatting import is_finite
 from countnet.train import METRIC_KEYS
 from tune.optuna_search import DIVERGED_KEY
 from tune.results import best_row
@@ -125,7 +126,7 @@ class CountnetTBXLogger(TBXLoggerCallback):
         best = best_row(rows, self.metric, self.mode)
         if best is not None and not diverged:
             metrics.update({BEST_PREFIX + k: float(best[k]) for k in HPARAM_METRICS
-                            if _finite(best.get(k))})
+                            if is_finite(best.get(k))})
             metrics[BEST_EPOCH_TAG] = float(best[STEP_KEY])
         metrics[EPOCHS_RUN_TAG] = float(epochs_run)
         metrics[STOPPED_TAG] = float(not failed and not diverged and epochs_run < planned)
@@ -166,6 +167,3 @@ def _read_results(path: Path) -> list[dict[str, Any]]:
         return []
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 
 from countnet import __version__
 from countnet.config import ConfigError
-from countnet.folder import DataError
+from countnet.errors import DataError
 
 BUILTIN_COMMANDS = ("generate", "train", "predict", "evaluate", "diagnose", "overfit_check",
                     "report")

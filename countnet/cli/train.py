@@ -13,6 +13,7 @@ from countnet.cli import check_device
 from countnet.config import ConfigError, TrainConfig, parse_overrides
 from countnet.datasets import load_splits
 from countnet.diagnose import short_verdict
+from countnet.formatting import fmt_number
 from countnet.outdir import check_out_dir, clear_out_dir
 from countnet.rundir import RUN_OUTPUT, SUITE_FILE, RunLogger
 from countnet.train import METRIC_KEYS, Diverged, ProgressFn, fit, pick_device
@@ -117,7 +118,7 @@ def train_into(cfg: TrainConfig, out: Path, resume: Path | None, progress: bool,
 
     def on_epoch_end(metrics: dict[str, float], save) -> None:
         logger(metrics, save)
-        print(" ".join(f"{_fmt(metrics[k]):>{w}}" for k, w in zip(keys, widths)), flush=True)
+        print(" ".join(f"{fmt_number(metrics[k]):>{w}}" for k, w in zip(keys, widths)), flush=True)
 
     try:
         history = fit(cfg, on_epoch_end, resume_from=resume, splits=splits,
@@ -153,11 +154,6 @@ def train_into(cfg: TrainConfig, out: Path, resume: Path | None, progress: bool,
         print(f"tensorboard --logdir {out}")
         print(f"countnet report {out}")
     return 0
-
-
-def _fmt(v: float) -> str:
-    # .4g keeps every value within MIN_COL characters (e.g. -1.234e-05).
-    return str(int(v)) if float(v).is_integer() and abs(v) < 1e6 else f"{v:.4g}"
 
 
 def _progress_bar(enabled: bool) -> ProgressFn | None:

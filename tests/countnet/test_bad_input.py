@@ -17,7 +17,7 @@ from countnet.config import MAX_DEPTH, MAX_WIDTH, ConfigError, TrainConfig
 from countnet.models import model_from_config
 from countnet.outdir import OutputKind, check_out_dir, staged_dir
 
-TINY_MODEL = {"model": "simple", "width": 8, "depth": 3, "image_size": 32, "max_count": 5}
+SMALL = {"image_size": 32, "max_count": 5}  # on top of the suite's TINY: small input images
 ANY = OutputKind("thing", lambda p: (p / "mine").is_file(), "it has no file `mine`")
 
 
@@ -66,8 +66,8 @@ def _state(cfg: TrainConfig, fill: float) -> dict[str, torch.Tensor]:
     return {k: torch.full_like(v, fill) for k, v in state.items()}
 
 
-def test_an_export_killed_between_files_leaves_the_old_bundle(tmp_path, monkeypatch) -> None:
-    cfg = TrainConfig.from_dict(TINY_MODEL)
+def test_an_export_killed_between_files_leaves_the_old_bundle(tmp_path, monkeypatch, tiny) -> None:
+    cfg = tiny(SMALL)
     bundle = write_bundle(tmp_path / "bundle", _state(cfg, 1.0), cfg, {"run": "old"})
     old = _files(bundle)
     real_write_text = Path.write_text
@@ -92,23 +92,23 @@ def test_an_export_killed_between_files_leaves_the_old_bundle(tmp_path, monkeypa
     assert load_model(bundle)[1].width == 16
 
 
-def test_write_bundle_never_replaces_a_foreign_directory(tmp_path) -> None:
-    cfg = TrainConfig.from_dict(TINY_MODEL)
+def test_write_bundle_never_replaces_a_foreign_directory(tmp_path, tiny) -> None:
+    cfg = tiny(SMALL)
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not a bundle"):
         write_bundle(tmp_path, _state(cfg, 1.0), cfg, {})
     assert _files(tmp_path) == {"notes.txt": b"mine"}
 
 
-def test_bundle_metrics_are_strict_json(tmp_path) -> None:
-    cfg = TrainConfig.from_dict(TINY_MODEL)
+def test_bundle_metrics_are_strict_json(tmp_path, tiny) -> None:
+    cfg = tiny(SMALL)
     bundle = write_bundle(tmp_path / "b", _state(cfg, 1.0), cfg, {"val_loss": float("nan")})
     text = (bundle / "metrics.json").read_text()
     assert json.loads(text, parse_constant=pytest.fail) == {"val_loss": None}
 
 
-def test_bundle_caps_stop_a_huge_model_before_it_is_built(tmp_path) -> None:
-    cfg = TrainConfig.from_dict(TINY_MODEL)
+def test_bundle_caps_stop_a_huge_model_before_it_is_built(tmp_path, tiny) -> None:
+    cfg = tiny(SMALL)
     bundle = write_bundle(tmp_path / "b", _state(cfg, 1.0), cfg, {})
     config = json.loads((bundle / "config.json").read_text())
     for key, value in (("width", MAX_WIDTH + 1), ("depth", MAX_DEPTH + 1)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.conftest import tiny_config, tiny_flags
 from tests.countnet.images import png_header
 
 COUNTNET = shutil.which("countnet") or str(Path(sys.executable).parent / "countnet")
@@ -90,7 +92,7 @@ def test_smoke_tests_run(command) -> None:
 
 # --- bad input: one line on stderr, exit 2, nothing written ---------------------------------------
 # Each case builds its files under tmp_path and returns the command line (run with cwd=tmp_path).
-TINY_MODEL = {"model": "simple", "width": 8, "depth": 3, "image_size": 32, "max_count": 5}
+SMALL = {"image_size": 32, "max_count": 5}  # on top of the suite's TINY: small input images
 FOLDER_TRAIN = ["train", "--smoke-test", "--no-progress", "--set", "data=folder",
                 "--set", "data_dir=data", "--set", "image_size=32", "--out", "run"]
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -143,21 +145,27 @@ def _carpk_traversal(tmp: Path) -> list[str]:
 
 def _bundle(edit_config: Callable[[dict], None] | None = None,
             model_pt: Callable[[Path, Path], None] | None = None,
-            image: Callable[[Path], None] = _png) -> Callable[[Path], list[str]]:
+            image: Callable[[Path], None] = _png,
+            config_text: str | None = None) -> Callable[[Path], list[str]]:
     """An untrained bundle (and an image a.png) to predict with, optionally spoilt."""
     def setup(tmp: Path) -> list[str]:
         from countnet.bundle import write_bundle
-        from countnet.config import TrainConfig
         from countnet.models import model_from_config
 
-        cfg = TrainConfig.from_dict(TINY_MODEL)
+        cfg = tiny_config(SMALL)
         bundle = write_bundle(tmp / "bundle", model_from_config(cfg).state_dict(), cfg, {})
-        if edit_config is not None:
-            config = json.loads((bundle / "config.json").read_text())
-            edit_config(config)
-            (bundle / "config.json").write_text(json.dumps(config))
+        edit = edit_config
         if model_pt is not None:
             model_pt(bundle / "model.pt", tmp)
+            # config.json records the spoilt file's own sha256, as a bundle made that way (by
+            # anyone) would: the load passes the integrity check and meets the case itself.
+            edit = _record_sha256(bundle / "model.pt", then=edit_config)
+        if edit is not None:
+            config = json.loads((bundle / "config.json").read_text())
+            edit(config)
+            (bundle / "config.json").write_text(json.dumps(config))
+        if config_text is not None:
+            (bundle / "config.json").write_text(config_text)
         image(tmp / "a.png")
         return ["predict", "bundle", "a.png"]
     return setup
@@ -165,6 +173,18 @@ def _bundle(edit_config: Callable[[dict], None] | None = None,
 
 def _set_train_config(**values: object) -> Callable[[dict], None]:
     return lambda config: config["train_config"].update(values)
+
+
+def _record_sha256(model_pt: Path,
+                   then: Callable[[dict], None] | None = None) -> Callable[[dict], None]:
+    """An edit of config.json that records model_pt's sha256 (then makes edit `then`)."""
+    digest = hashlib.sha256(model_pt.read_bytes()).hexdigest()
+
+    def edit(config: dict) -> None:
+        config["sha256"] = {"model.pt": digest}
+        if then is not None:
+            then(config)
+    return edit
 
 
 def _truncate(path: Path, _tmp: Path) -> None:
@@ -263,8 +283,8 @@ BAD_INPUTS = [
     ("no bundle", _args("predict", "/nonexistent-bundle", "a.png"), "/nonexistent-bundle"),
     ("no train_config", _bundle(edit_config=lambda c: c.pop("train_config")),
      "config.json: no 'train_config' key"),
-    ("config not JSON", _bundle(model_pt=lambda p, _t: (p.parent / "config.json").write_text(
-        '{"train_config": {')), "config.json: not valid JSON"),
+    ("config not JSON", _bundle(config_text='{"train_config": {'),
+     "config.json: not valid JSON"),
     ("bad config key", _bundle(edit_config=_set_train_config(bogus=1)),
      "config.json: train_config: unknown config key(s): bogus"),
     ("absurd image_size", _bundle(edit_config=_set_train_config(image_size=100000)),
@@ -396,9 +416,7 @@ def test_bad_labels_row_exits_2_naming_file_and_row(tmp_path) -> None:
 
 
 # --- never clobber, never mix ---------------------------------------------------------------
-TINY_TRAIN = ["--no-progress", "--set", "train_size=256", "--set", "val_size=64",
-              "--set", "epochs=1", "--set", "width=8", "--set", "depth=3",
-              "--set", "image_size=32", "--set", "max_count=5"]
+TINY_TRAIN = ["--no-progress", *tiny_flags(SMALL, epochs=1)]
 
 
 def test_second_generate_is_refused_and_force_replaces_cleanly(tmp_path) -> None:
@@ -434,13 +452,11 @@ def test_second_train_is_refused_and_force_starts_afresh(tmp_path) -> None:
 
 def test_resume_after_a_torn_metrics_line(tmp_path) -> None:
     """A crash while writing metrics.jsonl: resume continues and the log is valid JSON again."""
-    from countnet.config import TrainConfig
     from countnet.rundir import RunLogger
     from countnet.train import fit
 
     run = tmp_path / "run"
-    cfg = TrainConfig.from_dict({**TINY_MODEL, "train_size": 96, "val_size": 32,
-                                 "batch_size": 32, "epochs": 3})
+    cfg = tiny_config(SMALL, train_size=96, val_size=32, batch_size=32, epochs=3)
     logger = RunLogger(run, cfg)
 
     class Crash(Exception):
@@ -509,10 +525,9 @@ def test_diverged_epoch_keeps_the_last_finite_checkpoint(tmp_path, monkeypatch, 
 
 def test_predict_prints_nan_for_a_non_finite_prediction(tmp_path) -> None:
     from countnet.bundle import write_bundle
-    from countnet.config import TrainConfig
     from countnet.models import model_from_config
 
-    cfg = TrainConfig.from_dict(TINY_MODEL)
+    cfg = tiny_config(SMALL)
     state = model_from_config(cfg).state_dict()
     state["head.fc.bias"].fill_(math.nan)
     write_bundle(tmp_path / "nan", state, cfg, {})

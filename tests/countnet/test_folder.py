@@ -5,7 +5,8 @@ from PIL import Image
 
 from countnet.config import TrainConfig
 from countnet.datasets import load_splits
-from countnet.folder import DataError, load_carpk, load_labelled_folder, read_labels_csv
+from countnet.errors import DataError
+from countnet.folder import load_carpk, load_labelled_folder, read_labels_csv
 from tests.countnet.images import png_header
 
 

@@ -7,26 +7,26 @@ import json
 import pytest
 
 from countnet.cli import main
-from countnet.config import TrainConfig
 from countnet.overfit_check import FIT_THRESHOLD, overfit_check, regularisation_off
+from tests.conftest import tiny_flags
 
-# Batches of 8 and a net wider (32 channels) than a batch: it can fit, and memorise, 8 images.
-TINY = {"image_size": 32, "max_count": 8, "width": 32, "depth": 4, "train_size": 800,
-        "val_size": 128, "batch_size": 8, "lr": 1e-2, "threads": 1}
+# On top of the suite's TINY: batches of 8 and a net wider (32 channels) than a batch, so it
+# can fit, and memorise, 8 images.
+RUN = {"image_size": 32, "max_count": 8, "width": 32, "depth": 4, "train_size": 800,
+       "val_size": 128, "batch_size": 8, "lr": 1e-2, "threads": 1}
 
 
-def test_regularisation_off_switches_every_regulariser_off() -> None:
-    cfg = TrainConfig.from_dict({**TINY, "dropout": 0.5, "weight_decay": 0.1, "augment": "crop",
-                                 "loss": "huber", "shuffle_labels": True,
-                                 "val_equals_train": True, "schedule": "lr_range"})
+def test_regularisation_off_switches_every_regulariser_off(tiny) -> None:
+    cfg = tiny(RUN, dropout=0.5, weight_decay=0.1, augment="crop", loss="huber",
+               shuffle_labels=True, val_equals_train=True, schedule="lr_range")
     off = regularisation_off(cfg)
     assert (off.dropout, off.weight_decay, off.augment, off.loss) == (0.0, 0.0, "none", "mse")
     assert not off.shuffle_labels and not off.val_equals_train and off.schedule == "onecycle"
     assert (off.model, off.lr, off.batch_size) == (cfg.model, cfg.lr, cfg.batch_size)
 
 
-def test_one_batch_is_fitted_and_shuffled_labels_are_memorised_not_generalised() -> None:
-    cfg = TrainConfig.from_dict({**TINY, "dropout": 0.5})  # switched off by the check
+def test_one_batch_is_fitted_and_shuffled_labels_are_memorised_not_generalised(tiny) -> None:
+    cfg = tiny(RUN, dropout=0.5)  # switched off by the check
     report = overfit_check(cfg, fractions=(), one_batch_steps=200, control_steps=200)
     one = report.stages[0]
     assert one.samples == 8 and one.steps == 200 and not one.shuffled_labels
@@ -42,10 +42,8 @@ def test_one_batch_is_fitted_and_shuffled_labels_are_memorised_not_generalised()
 
 def test_a_model_that_cannot_fit_one_batch_exits_non_zero(capsys) -> None:
     """lr 1e-7 for 20 steps stands in for a broken pipeline: the batch is not fitted."""
-    sets = [f"{k}={v}" for k, v in {**TINY, "lr": 1e-7}.items()]
-    argv = ["overfit-check", "--one-batch-steps", "20", "--no-control"]
-    for s in sets:
-        argv += ["--set", s]
+    argv = ["overfit-check", "--one-batch-steps", "20", "--no-control",
+            *tiny_flags(RUN, lr=1e-7)]
     assert main(argv) == 1
     captured = capsys.readouterr()
     assert "cannot fit one batch" in captured.err and len(captured.err.strip().splitlines()) == 1

@@ -8,15 +8,15 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from countnet.config import ConfigError, TrainConfig
-from countnet.folder import DataError
+from countnet.errors import DataError
 from countnet.rundir import RunLogger, read_metrics
 from countnet.train import METRIC_KEYS, fit
 
-TINY = {"train_size": 96, "val_size": 32, "width": 8, "depth": 3, "batch_size": 32, "epochs": 3}
+RUN = {"train_size": 96, "val_size": 32, "batch_size": 32, "epochs": 3}  # 3 steps an epoch
 
 
-def test_run_dir_holds_config_metrics_events_and_checkpoints(tmp_path) -> None:
-    cfg = TrainConfig.from_dict(TINY)
+def test_run_dir_holds_config_metrics_events_and_checkpoints(tmp_path, tiny) -> None:
+    cfg = tiny(RUN)
     logger = RunLogger(tmp_path, cfg)
     history = fit(cfg, logger)
     logger.close()
@@ -66,8 +66,8 @@ class _Saves:
         return Path(directory)
 
 
-def test_a_non_finite_epoch_is_logged_but_never_checkpointed(tmp_path) -> None:
-    logger = RunLogger(tmp_path / "run", TrainConfig.from_dict(TINY))
+def test_a_non_finite_epoch_is_logged_but_never_checkpointed(tmp_path, tiny) -> None:
+    logger = RunLogger(tmp_path / "run", tiny(RUN))
     saves = _Saves()
     base = {k: 1.0 for k in METRIC_KEYS}
     for epoch, val_loss in ((1, 2.0), (2, 1.0), (3, math.nan), (4, math.inf)):
@@ -79,8 +79,8 @@ def test_a_non_finite_epoch_is_logged_but_never_checkpointed(tmp_path) -> None:
     assert [m["epoch"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3, 4]
 
 
-def test_a_used_run_dir_is_never_appended_to(tmp_path) -> None:
-    cfg = TrainConfig.from_dict(TINY)
+def test_a_used_run_dir_is_never_appended_to(tmp_path, tiny) -> None:
+    cfg = tiny(RUN)
     logger = RunLogger(tmp_path, cfg)
     logger({**{k: 1.0 for k in METRIC_KEYS}, "epoch": 1}, _Saves())
     logger.close()
@@ -88,8 +88,8 @@ def test_a_used_run_dir_is_never_appended_to(tmp_path) -> None:
         RunLogger(tmp_path, cfg)
 
 
-def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path) -> None:
-    cfg = TrainConfig.from_dict({**TINY, "epochs": 1})
+def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, tiny) -> None:
+    cfg = tiny(RUN, epochs=1)
     logger = RunLogger(tmp_path, cfg)
     fit(cfg, logger)
     logger.close()

@@ -10,13 +10,13 @@ from countnet.config import ConfigError, TrainConfig
 from countnet.train import METRIC_KEYS, Diverged, fit
 from tests.countnet.images import PLAIN
 
-TINY = {"train_size": 128, "val_size": 64, "width": 8, "depth": 3, "batch_size": 32,
-        "epochs": 2, "threads": 1}
+# 4 steps an epoch, one thread (a test asserts the thread count).
+RUN = {"train_size": 128, "batch_size": 32, "epochs": 2, "threads": 1}
 
 
-def test_callback_gets_exactly_the_metric_keys_every_epoch() -> None:
+def test_callback_gets_exactly_the_metric_keys_every_epoch(tiny) -> None:
     seen = []
-    history = fit(TrainConfig.from_dict(TINY), lambda m, save: seen.append(m))
+    history = fit(tiny(RUN), lambda m, save: seen.append(m))
     assert [tuple(m) for m in seen] == [METRIC_KEYS, METRIC_KEYS]
     assert [m["epoch"] for m in history] == [1, 2]
     m = history[-1]
@@ -25,30 +25,29 @@ def test_callback_gets_exactly_the_metric_keys_every_epoch() -> None:
     assert 0 <= m["val_acc"] <= m["val_off_by_one"] <= 1
 
 
-def test_overfits_one_small_batch_to_near_zero() -> None:
+def test_overfits_one_small_batch_to_near_zero(tiny) -> None:
     # The old grid scenes in one fixed look, constant lr, no clipping: this tests the loop, not
     # the data (free scenes with random looks take a 16-wide net far more than 200 steps).
     # fp32: bf16's rounding floor depends on the CPU (measured on an AMX Xeon: the last 10
     # epochs at 0.21-0.25 in bf16, 0.12-0.14 in fp32), and near-zero is the loop's property.
-    cfg = TrainConfig.from_dict({**TINY, **PLAIN, "layout": "grid", "train_size": 16,
-                                 "batch_size": 16, "val_size": 16, "width": 16, "depth": 4,
-                                 "epochs": 200, "lr": 3e-3, "schedule": "constant",
-                                 "grad_clip": 0.0, "precision": "fp32"})
+    cfg = tiny(RUN, PLAIN, layout="grid", train_size=16, batch_size=16, val_size=16, width=16,
+               depth=4, epochs=200, lr=3e-3, schedule="constant", grad_clip=0.0,
+               precision="fp32")
     history = fit(cfg)
     assert history[-1]["train_loss_eval"] < 0.05 * history[-1]["baseline_mse"]
     assert history[-1]["train_loss_eval"] < 0.2
 
 
-def test_train_loss_eval_really_is_eval_mode() -> None:
+def test_train_loss_eval_really_is_eval_mode(tiny) -> None:
     """With dropout 0.9 the train-mode loss is far above the same net in eval mode."""
-    cfg = TrainConfig.from_dict({**TINY, "dropout": 0.9, "epochs": 3, "train_size": 256})
+    cfg = tiny(RUN, dropout=0.9, epochs=3, train_size=256)
     history = fit(cfg)
     for m in history[1:]:
         assert m["train_loss"] > m["train_loss_eval"]
 
 
-def test_resume_gives_the_same_epochs_as_a_straight_run(tmp_path) -> None:
-    cfg = TrainConfig.from_dict({**TINY, "epochs": 4, "dropout": 0.3, "augment": "dihedral"})
+def test_resume_gives_the_same_epochs_as_a_straight_run(tmp_path, tiny) -> None:
+    cfg = tiny(RUN, epochs=4, dropout=0.3, augment="dihedral")
     straight = fit(cfg)
 
     def stop_after_two(metrics, save) -> None:
@@ -65,8 +64,8 @@ def test_resume_gives_the_same_epochs_as_a_straight_run(tmp_path) -> None:
     assert again == strip
 
 
-def test_checkpoint_loads_weights_only_and_holds_the_config(tmp_path) -> None:
-    cfg = TrainConfig.from_dict(TINY)
+def test_checkpoint_loads_weights_only_and_holds_the_config(tmp_path, tiny) -> None:
+    cfg = tiny(RUN)
     fit(cfg, lambda m, save: save(tmp_path / f"e{int(m['epoch'])}"))
     state = load_checkpoint(tmp_path / "e2")  # weights_only=True inside
     assert set(state) == {"model", "optimizer", "scheduler", "epoch", "rng", "config", "history"}
@@ -75,19 +74,19 @@ def test_checkpoint_loads_weights_only_and_holds_the_config(tmp_path) -> None:
         fit(cfg.replace(lr=0.5), resume_from=tmp_path / "e2")
 
 
-def test_huge_lr_diverges_cleanly() -> None:
+def test_huge_lr_diverges_cleanly(tiny) -> None:
     seen = []
-    cfg = TrainConfig.from_dict({**TINY, "lr": 1e6, "schedule": "constant", "epochs": 3})
+    cfg = tiny(RUN, lr=1e6, schedule="constant", epochs=3)
     with pytest.raises(Diverged):
         fit(cfg, lambda m, save: seen.append(m))
     assert seen and not math.isfinite(seen[-1]["train_loss"])
 
 
 @pytest.mark.parametrize("schedule", ["constant", "onecycle", "cosine", "lr_range"])
-def test_schedules_and_optimisers(schedule) -> None:
+def test_schedules_and_optimisers(schedule, tiny) -> None:
     lrs = []
-    cfg = TrainConfig.from_dict({**TINY, "schedule": schedule, "optimizer": "sgd",
-                                 "weight_decay": 1e-4, "lr": 1e-3, "epochs": 3, "loss": "huber"})
+    cfg = tiny(RUN, schedule=schedule, optimizer="sgd", weight_decay=1e-4, lr=1e-3, epochs=3,
+               loss="huber")
     fit(cfg, lambda m, save: lrs.append(m["lr_now"]))
     if schedule == "lr_range":
         assert lrs[0] < lrs[1] < lrs[2] <= 1e-3 + 1e-12

@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-# Tiny data and the `simple` model: an epoch takes a fraction of a second on one core.
-TINY = {"model": "simple", "depth": 3, "width": 8, "train_size": 256, "val_size": 64,
-        "train_eval_size": 64}
+from tests.conftest import TINY  # the searches' fixed values; their test files import it here
+
 MAIN_SEED = 3
 MAIN_SPACE: dict[str, Any] = {
     "target": "generalise",

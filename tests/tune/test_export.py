@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from countnet.checkpoint import load_checkpoint
 from countnet.cli import main
-from tune.export import export_best
+from tune.export import export_best, unkept_best_note
 from tune.results import SEARCH_INFO_FILE, rank
 
 
@@ -62,7 +64,9 @@ def test_predict_on_generated_pngs_without_ray(bundle, tmp_path) -> None:
     assert lines[0] == "filename,count,raw"
     rows = [line.split(",") for line in lines[1:]]
     assert len(rows) == 5
-    assert all(Path(name).suffix == ".png" and int(count) >= 0 for name, count, _ in rows)
+    for name, count, raw in rows:  # the count is the raw output rounded, and never below 0
+        assert Path(name).suffix == ".png"
+        assert abs(int(count) - max(0.0, float(raw))) <= 0.5 + 1e-4  # raw printed to 4 places
 
 
 def test_export_rejects_unknown_metric(main_search, tmp_path, capsys) -> None:
@@ -79,10 +83,40 @@ def test_confirm_seeds_writes_mean_and_std(main_search, tmp_path) -> None:
     confirm = json.loads((out / "metrics.json").read_text())["confirm_seeds"]
     assert len(confirm["seeds"]) == 2
     for key in ("val_loss", "val_acc"):
-        values = confirm[key]["values"]
-        assert len(values) == 2
-        assert confirm[key]["mean"] == pytest.approx(sum(values) / 2)
-        assert confirm[key]["std"] >= 0
+        a, b = confirm[key]["values"]
+        assert confirm[key]["mean"] == pytest.approx((a + b) / 2)
+        # The sample standard deviation (n - 1 = 1): sqrt((a - m)^2 + (b - m)^2) = |a - b| / sqrt 2.
+        assert confirm[key]["std"] == pytest.approx(abs(a - b) / math.sqrt(2))
+    assert confirm["val_loss"]["values"][0] != confirm["val_loss"]["values"][1]  # other seeds
+
+
+def test_export_best_returns_its_report_and_the_command_prints_it(main_search, tmp_path,
+                                                                  capsys) -> None:
+    """A library function returns what to say; only `countnet export` prints it."""
+    _, outcome = main_search
+    exported = export_best(outcome.exp_dir, tmp_path / "b")
+    assert capsys.readouterr().out == ""
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert exported.metrics["trial_id"] == metrics["trial_id"]
+    assert exported.metrics["epoch"] == metrics["epoch"]
+    row = metrics["metrics"]
+    assert exported.lines[0] == (f"exported trial {metrics['trial_id']} epoch {metrics['epoch']} "
+                                 f"(val_loss={row['val_loss']:.4g}, val_acc="
+                                 f"{row['val_acc']:.3f}) to {tmp_path / 'b'}")
+    assert main(["export", outcome.exp_dir, "--out", str(tmp_path / "c")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [line.replace(str(tmp_path / "b"), str(tmp_path / "c"))
+                       for line in exported.lines]
+
+
+def test_the_note_names_a_best_epoch_whose_checkpoint_was_not_kept() -> None:
+    trials = [SimpleNamespace(best={"val_acc": 0.9}, diverged=False),
+              SimpleNamespace(best={"val_acc": 0.99}, diverged=True),  # never a candidate
+              SimpleNamespace(best=None, diverged=False)]
+    assert unkept_best_note(trials, {"val_acc": 0.9}, "val_acc", "max") is None
+    note = unkept_best_note(trials, {"val_acc": 0.8}, "val_acc", "max")
+    assert note == ("note: the best val_acc (0.9) was at an epoch whose checkpoint was not kept; "
+                    "exporting the best kept one (0.8)")
 
 
 # --- never clobber, never mix; bad experiment records -----------------------------------------
