@@ -10,4 +10,4 @@ import os
 # torch, as in the `countnet` command and in Ray trials; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # as pyproject.toml; 0.2: density head and weight averaging

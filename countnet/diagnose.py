@@ -10,7 +10,10 @@ validation set, `diagnose` measures:
 - (e) train loss with only the BatchNorm modules in train mode (batch statistics at the run's batch
   size; no_grad, running statistics restored afterwards);
 - (t) train loss in the run's full training mode (`set_train_mode` + augmentation), in the
-  precision the run trained in: the loss the training loop would see with the final weights;
+  precision the run trained in, with the evaluated weights;
+- (r) the same with the trained weights, when the run evaluates an average of them
+  (`ema_epochs` > 0): the loss the training loop would see at its last step. Without an average,
+  or when only the averaged weights are at hand (a bundle), (r) = (t);
 - (u) the same as (t) in fp32 (equal to (t) for an fp32 run): (t - u) is bf16 rounding;
 - (f) the printed train loss of the epoch the weights come from (epoch mean of batch losses);
 - (g) the weight-decay penalty (0.5 * wd * ||w||^2 over decayed params for SGD; 0 for AdamW,
@@ -21,7 +24,8 @@ validation set, `diagnose` measures:
 
 The attribution is an identity, so the rows add up exactly to the printed difference:
 
-    f - a = (f - t)                          epoch-average lag
+    f - a = (f - r)                          epoch-average lag
+          + (r - t)                          weight averaging (trained vs evaluated weights)
           + (t - u)                          bf16 rounding of the training forward pass
           + (d - b)                          dropout
           + (e - b)                          BatchNorm batch statistics
@@ -67,7 +71,8 @@ BATCHNORM_TYPES: tuple[type[nn.Module], ...] = (
 
 # Attribution rows: key, label, formula. The sign convention: each row is what it adds to f - a.
 TERMS = (
-    ("lag", "epoch-average lag", "f - t"),
+    ("lag", "epoch-average lag", "f - r"),
+    ("averaging", "weight averaging (trained - averaged)", "r - t"),
     ("precision", "bf16 rounding (training forward)", "t - u"),
     ("dropout", "dropout", "d - b"),
     ("batchnorm", "BatchNorm batch statistics", "e - b"),
@@ -270,10 +275,20 @@ def _history_row(history: Sequence[dict[str, Any]], epoch: int | None) -> dict[s
 
 def diagnose(model: nn.Module, cfg: TrainConfig, splits: Splits,
              history: Sequence[dict[str, Any]] = (), *, samples: int = DEFAULT_SAMPLES,
-             epoch: int | None = None, source: str = "") -> Diagnosis:
+             epoch: int | None = None, source: str = "",
+             train_model: nn.Module | None = None) -> Diagnosis:
     """Measure (a)-(h) for `model` (weights of `epoch`, default: the last history row).
 
-    The model's modes, parameters and buffers are unchanged afterwards.
+    Args:
+        model: the evaluated weights (a run's averaged weights when it keeps an average).
+        cfg, splits, history: the run's config, data and per-epoch metrics.
+        samples: training samples measured.
+        epoch: the weights' epoch (default: the last history row).
+        source: the path diagnosed, for the report.
+        train_model: the trained (not averaged) weights of the same epoch, when the run
+            averages and they are at hand; they give (r) and the weight-averaging term.
+
+    The models' modes, parameters and buffers are unchanged afterwards.
     """
     if samples < 1:
         raise ConfigError(f"--samples: must be >= 1, got {samples}")
@@ -300,13 +315,21 @@ def diagnose(model: nn.Module, cfg: TrainConfig, splits: Splits,
     lu = measure(all_modules, augment=has["augmentation"]) if any(has.values()) else lb
     lt = (lu if run_precision == "fp32"
           else measure(all_modules, augment=has["augmentation"], precision=run_precision))
+    if train_model is not None:
+        raw = _training_mode_modules(train_model, cfg)
+        lr_ = per_sample_losses(train_model, x, y, cfg, train_modules=raw["dropout"]
+                                + raw["batchnorm"], augment=has["augmentation"],
+                                precision=run_precision)
+    else:
+        lr_ = lt
 
     def val_losses(precision: str) -> torch.Tensor:
         return per_sample_losses(model, splits.val_x, splits.val_y, cfg,
                                  batch_size=cfg.eval_batch_size, precision=precision)
 
     la = val_losses("fp32")
-    a, b, c, d, e, t, u = (float(v.double().mean()) for v in (la, lb, lc, ld, le, lt, lu))
+    a, b, c, d, e, t, u, r = (float(v.double().mean())
+                              for v in (la, lb, lc, ld, le, lt, lu, lr_))
     # The run printed its val loss from a forward pass in its own precision.
     a_run = a if run_precision == "fp32" else float(val_losses(run_precision).double().mean())
 
@@ -326,7 +349,8 @@ def diagnose(model: nn.Module, cfg: TrainConfig, splits: Splits,
     if f is not None:
         diff = f - a
         attribution = {
-            "lag": f - t, "precision": t - u, "dropout": d - b, "batchnorm": e - b,
+            "lag": f - r, "averaging": r - t, "precision": t - u, "dropout": d - b,
+            "batchnorm": e - b,
             "augmentation": c - b, "interaction": u - d - e - c + 2 * b,
             "minus_true_gap": -(a - b),
         }
@@ -335,6 +359,10 @@ def diagnose(model: nn.Module, cfg: TrainConfig, splits: Splits,
                                                     abs_tol=1e-6):
         notes.append(f"measured val loss {a_run:.6g} differs from the printed {printed_val:.6g}: "
                      "the weights may not be those of that epoch")
+    if cfg.ema_epochs > 0 and train_model is None:
+        notes.append("the run evaluates averaged weights (ema_epochs) and only those are here, "
+                     "so (r) = (t) and the lag row includes the weight averaging; diagnose the "
+                     "run dir to split them")
     if cfg.freeze_bn:
         notes.append("BatchNorm statistics were frozen in training (freeze_bn): "
                      "no BatchNorm term")
@@ -348,7 +376,7 @@ def diagnose(model: nn.Module, cfg: TrainConfig, splits: Splits,
         precision=run_precision,
         measurements={"a_val_loss": a, "b_train_eval": b, "c_train_augmented": c,
                       "d_train_dropout": d, "e_train_batchnorm": e, "t_train_mode": t,
-                      "u_train_mode_fp32": u,
+                      "u_train_mode_fp32": u, "r_train_mode_trained_weights": r,
                       "f_printed_train_loss": f, "g_weight_decay_penalty": g},
         printed_val_loss=printed_val, attribution=attribution, printed_difference=diff,
         true_gap=a - b, true_gap_ci95=gap_ci, val_loss_ci95=val_ci, split=split, notes=notes)
@@ -358,6 +386,8 @@ def diagnose(model: nn.Module, cfg: TrainConfig, splits: Splits,
 
 _CAUSE_WORDS = {
     "lag": "the epoch-average lag (the printed loss averages batches while the weights moved)",
+    "averaging": "weight averaging (the printed loss is the trained weights', the val loss the "
+                 "averaged weights')",
     "precision": "bf16 rounding of the training forward pass (evaluation is measured in fp32)",
     "dropout": "dropout (active only in training)",
     "batchnorm": "BatchNorm batch statistics (training uses per-batch statistics)",
@@ -424,6 +454,7 @@ def format_report(diag: Diagnosis) -> str:
         ("(e)", "train, only BatchNorm in train mode", m["e_train_batchnorm"]),
         ("(t)", f"train, the run's full training mode, {diag.precision}", m["t_train_mode"]),
         ("(u)", "train, the run's full training mode, fp32", m["u_train_mode_fp32"]),
+        ("(r)", "(t) with the trained, not averaged, weights", m["r_train_mode_trained_weights"]),
         ("(f)", "printed train loss (epoch mean of batch losses)", m["f_printed_train_loss"]),
         ("(g)", "weight-decay penalty (not in the printed loss)", m["g_weight_decay_penalty"]),
     ]

@@ -13,10 +13,11 @@ import torch.nn as nn
 from torch.utils.tensorboard import SummaryWriter
 
 from countnet.bundle import load_model
-from countnet.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from countnet.checkpoint import CHECKPOINT_FILE, check_state_dict, load_checkpoint
 from countnet.config import ConfigError, TrainConfig
 from countnet.datasets import load_splits
 from countnet.diagnose import DEFAULT_SAMPLES, Diagnosis, diagnose
+from countnet.models import model_from_config
 from countnet.train import pick_device, set_threads
 
 
@@ -54,11 +55,14 @@ def _checkpoint_of_run(p: Path) -> Path | None:
     return None
 
 
-Loaded = tuple[nn.Module, TrainConfig, list[dict[str, Any]], int | None, Path | None]
+# (model, cfg, history, epoch, run dir or None, the trained weights of an averaging run or None)
+Loaded = tuple[nn.Module, TrainConfig, list[dict[str, Any]], int | None, Path | None,
+               nn.Module | None]
 
 
 def load_for_diagnosis(path: str | Path) -> Loaded:
-    """(model in eval mode, cfg, history, epoch of the weights, run dir for TensorBoard or None).
+    """(model in eval mode, cfg, history, epoch of the weights, run dir for TensorBoard or None,
+    the trained weights beside the averaged ones when the checkpoint holds both, else None).
 
     Accepts a run dir (diagnoses its *last* checkpoint: the printed train loss of the last epoch
     belongs to those weights), an exported bundle dir, or a checkpoint.pt file.
@@ -80,7 +84,7 @@ def load_for_diagnosis(path: str | Path) -> Loaded:
         raise
     except Exception as e:  # a torn or foreign file: one line, not a traceback
         raise ConfigError(f"{target}: cannot load a model: {_first_line(e)}") from e
-    epoch = None
+    epoch, trained = None, None
     if is_bundle:
         history = load_history(p)
     else:
@@ -90,9 +94,14 @@ def load_for_diagnosis(path: str | Path) -> Loaded:
             raise ConfigError(f"{target}: cannot read checkpoint: {_first_line(e)}") from e
         history = [dict(h) for h in state.get("history", [])]
         epoch = int(state["epoch"]) if "epoch" in state else None
+        if "train_model" in state:  # a run that averages its weights: the optimiser's own too
+            trained = model_from_config(cfg)
+            trained.load_state_dict(check_state_dict(state["train_model"],
+                                                     f"{target}: train_model"))
+            trained.eval()
         if is_run and not history:
             history = load_history(p)
-    return model, cfg, history, epoch, (p if is_run else None)
+    return model, cfg, history, epoch, (p if is_run else None), trained
 
 
 def _first_line(e: BaseException) -> str:
@@ -126,14 +135,17 @@ def write_tensorboard(diag: Diagnosis, log_dir: str | Path) -> None:
 def diagnose_path(path: str | Path, *, samples: int = DEFAULT_SAMPLES,
                   device: str | None = None, tensorboard: bool = True) -> Diagnosis:
     """Load a run dir / bundle / checkpoint, its data, and diagnose it (see `diagnose`)."""
-    model, cfg, history, epoch, run_dir = load_for_diagnosis(path)
+    model, cfg, history, epoch, run_dir, trained = load_for_diagnosis(path)
     if device:
         cfg = cfg.replace(device=device)
     set_threads(cfg.threads)
     dev = pick_device(cfg)
     model.to(dev)
+    if trained is not None:
+        trained.to(dev)
     splits = load_splits(cfg, dev)
-    diag = diagnose(model, cfg, splits, history, samples=samples, epoch=epoch, source=str(path))
+    diag = diagnose(model, cfg, splits, history, samples=samples, epoch=epoch, source=str(path),
+                    train_model=trained)
     if tensorboard and run_dir is not None:
         write_tensorboard(diag, run_dir)
     return diag

@@ -14,23 +14,44 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from countnet.config import TrainConfig
+from countnet.config import POOLS, TrainConfig
+
+DENSITY_INIT = 0.01  # objects per position of the final map at init (about 10 on a 32x32 map)
 
 
 class CountHead(nn.Module):
-    """Pooling (avg | sum) -> dropout p -> linear -> (B,)."""
+    """Pooling (avg | sum) -> dropout p -> linear -> (B,); or a density map summed (density).
+
+    `density` (Lempitsky & Zisserman 2010; CSRNet, DM-Count): a 1x1 conv gives every position a
+    non-negative density (ReLU), and the count is its sum. Background positions then add exactly
+    0, whatever the image size, where a linear head on a sum adds w . f(background) per position.
+    """
 
     def __init__(self, in_features: int, pool: str = "sum", dropout: float = 0.0) -> None:
         super().__init__()
-        if pool not in ("avg", "sum"):
-            raise ValueError(f"pool: must be avg or sum, got {pool!r}")
+        if pool not in POOLS:
+            raise ValueError(f"pool: must be one of {', '.join(POOLS)}, got {pool!r}")
         self.pool = pool
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(in_features, 1)
+        if pool == "density":
+            self.fc = nn.Conv2d(in_features, 1, 1)
+            # Start as a flat positive density: zero weights (Fixup), so no position starts dead
+            # under the ReLU, and a bias that the trainer may set to the mean count's density.
+            nn.init.zeros_(self.fc.weight)
+            nn.init.constant_(self.fc.bias, DENSITY_INIT)
+        else:
+            self.fc = nn.Linear(in_features, 1)
+
+    def density(self, feats: torch.Tensor) -> torch.Tensor:  # (B, F, h, w) -> (B, 1, h, w)
+        """Per-position density; its sum over positions is the count (pool `density` only)."""
+        with torch.autocast(feats.device.type, enabled=False):
+            return torch.relu(self.fc(self.dropout(feats.float())))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (B, F, h, w) -> (B,)
         # Pool and regress in fp32 even under bf16 autocast: a bf16 sum of 1,000 positions, or a
         # bf16 count (steps of 0.125 from 16 to 32), would round the count itself.
+        if self.pool == "density":
+            return self.density(feats).sum((1, 2, 3))
         with torch.autocast(feats.device.type, enabled=False):
             feats = feats.float()
             pooled = feats.sum((2, 3)) if self.pool == "sum" else feats.mean((2, 3))  # (B, F)

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from countnet.augment import augment_batch
 from countnet.checkpoint import load_checkpoint, save_checkpoint
@@ -129,6 +130,14 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfi
             "acc": (err == 0).float().mean().item(), "off_by_one": (err <= 1).float().mean().item()}
 
 
+def ema_decay(ema_epochs: float, steps_per_epoch: int) -> float:
+    """Per-step decay of an EMA whose time constant is `ema_epochs` epochs (1 / (1 - decay) steps).
+
+    In epochs, not steps, so one setting suits 200 images and 12,000 alike.
+    """
+    return 1.0 - 1.0 / max(1.0, ema_epochs * steps_per_epoch)
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """Seed of one epoch's shuffling, augmentation and dropout: resuming needs no RNG replay."""
     return seed * 1_000_003 + epoch
@@ -148,6 +157,14 @@ class _Trainer:
         self.opt = build_optimizer(self.model, cfg)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.sched = build_scheduler(self.opt, cfg, self.steps)
+        # The evaluated weights: an exponential moving average of the trained ones (torch's own
+        # AveragedModel; BatchNorm buffers averaged too), or the trained ones themselves.
+        self.ema: AveragedModel | None = None
+        if cfg.ema_epochs > 0:
+            self.ema = AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay(cfg.ema_epochs,
+                                                                        self.steps)),
+                use_buffers=True)
         self.crit = loss_function(cfg)
         self.epoch = 0
         self.history: list[dict[str, float]] = []
@@ -159,11 +176,20 @@ class _Trainer:
             self.val_x = self.val_x.contiguous(memory_format=torch.channels_last)
         self.baseline_mse = splits.val_y.var(unbiased=False).item()
 
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that evaluation, checkpoints' "model" and bundles use."""
+        return self.ema.module if self.ema is not None else self.model
+
     def state(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "epoch": self.epoch,
-                "rng": torch.get_rng_state(), "config": self.cfg.to_dict(),
-                "history": list(self.history)}
+        state = {"model": self.eval_model.state_dict(), "optimizer": self.opt.state_dict(),
+                 "scheduler": self.sched.state_dict(), "epoch": self.epoch,
+                 "rng": torch.get_rng_state(), "config": self.cfg.to_dict(),
+                 "history": list(self.history)}
+        if self.ema is not None:  # the optimiser's own weights, to resume from
+            state["train_model"] = self.model.state_dict()
+            state["ema_n_averaged"] = self.ema.n_averaged.clone()
+        return state
 
     def save(self, directory: str | Path) -> Path:
         return save_checkpoint(directory, self.state())
@@ -176,7 +202,16 @@ class _Trainer:
         if diff:
             raise ConfigError(f"resume: checkpoint {path} was trained with other values of "
                               f"{', '.join(diff)}")
-        self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            if "train_model" not in state:
+                raise ConfigError(f"resume: checkpoint {path} holds no trained weights beside "
+                                  "the averaged ones (written before countnet 0.2, or with "
+                                  "ema_epochs 0); train anew")
+            self.model.load_state_dict(state["train_model"])
+            self.ema.module.load_state_dict(state["model"])
+            self.ema.n_averaged.copy_(state["ema_n_averaged"])
+        else:
+            self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
@@ -209,6 +244,8 @@ class _Trainer:
             lr = self.opt.param_groups[0]["lr"]
             self.opt.step()
             self.sched.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             total += loss.detach() * len(idx)
             seen += len(idx)
             if progress is not None or step % DIVERGENCE_CHECK_EVERY == 0:
@@ -225,8 +262,9 @@ class _Trainer:
         t0 = time.perf_counter()
         self.epoch += 1
         train_loss, lr, train_time = self.train_epoch(progress)
-        tr = evaluate(self.model, self.train_eval_x, self.train_eval_y, self.cfg, self.precision)
-        va = evaluate(self.model, self.val_x, self.splits.val_y, self.cfg, self.precision)
+        model, cfg, prec = self.eval_model, self.cfg, self.precision
+        tr = evaluate(model, self.train_eval_x, self.train_eval_y, cfg, prec)
+        va = evaluate(model, self.val_x, self.splits.val_y, cfg, prec)
         metrics = {
             "epoch": self.epoch, "lr_now": lr, "train_loss": train_loss,
             "train_loss_eval": tr["loss"], "val_loss": va["loss"], "val_mae": va["mae"],

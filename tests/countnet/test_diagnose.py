@@ -24,20 +24,24 @@ from countnet.diagnose_io import diagnose_path, load_for_diagnosis
 from countnet.models import model_from_config
 from countnet.rundir import RunLogger
 from countnet.train import fit
+from tests.conftest import tiny_config
 from tests.countnet.images import PLAIN
 
 # The old grid scenes in one fixed look, no gradient clipping: the mechanisms' sizes below were
 # calibrated so (clipping tames the noisy batch-of-4 BatchNorm runs), and the diagnosis itself
 # does not depend on what the scenes look like or how the run was optimised.
-TINY = {"image_size": 32, "max_count": 8, "width": 16, "depth": 4, "train_size": 256,
-        "val_size": 128, "train_eval_size": 256, "batch_size": 32, "epochs": 2, "threads": 1,
-        **PLAIN, "layout": "grid", "grad_clip": 0.0}
+# On top of the suite's TINY (its 256 training scenes).
+# The sum head without weight averaging, as the sizes were calibrated; the averaging term has
+# its own test below.
+RUN = {"image_size": 32, "max_count": 8, "width": 16, "depth": 4, "val_size": 128,
+       "train_eval_size": 256, "batch_size": 32, "epochs": 2, "threads": 1, **PLAIN,
+       "layout": "grid", "grad_clip": 0.0, "pool": "sum", "ema_epochs": 0.0}
 MECHANISMS = ("dropout", "batchnorm", "augmentation")
 
 
 def train_run(tmp_path, **overrides):
     """A real run dir from a tiny config; returns (run_dir, cfg, history)."""
-    cfg = TrainConfig.from_dict({**TINY, **overrides})
+    cfg = tiny_config(RUN, **overrides)
     run = tmp_path / "run"
     logger = RunLogger(run, cfg)
     try:
@@ -90,7 +94,7 @@ def test_batchnorm_term_is_large_with_tiny_batches_and_restores_running_stats(tm
     terms = diag.attribution
     assert diag.mechanisms["batchnorm"] and terms["dropout"] == 0 == terms["augmentation"]
     assert abs(terms["batchnorm"]) > 0.1 * diag.measurements["b_train_eval"]
-    model, _, history, epoch, _ = load_for_diagnosis(run)
+    model, _, history, epoch, _, _ = load_for_diagnosis(run)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     big = diagnose(model, cfg.replace(batch_size=128), load_splits(cfg), history, samples=256,
                    epoch=epoch)
@@ -109,7 +113,7 @@ def test_augmentation_that_changes_counts_gives_a_large_term(tmp_path) -> None:
     assert diag.mechanisms == {"dropout": False, "batchnorm": False, "augmentation": True}
     assert terms["augmentation"] > 0.1 * diag.measurements["b_train_eval"]
     # A count-preserving augmentation on the same weights costs far less.
-    model, _, history, epoch, _ = load_for_diagnosis(run)
+    model, _, history, epoch, _, _ = load_for_diagnosis(run)
     flips = diagnose(model, cfg.replace(augment="dihedral"), load_splits(cfg), history,
                      samples=512, epoch=epoch)
     assert flips.attribution["augmentation"] < 0.5 * terms["augmentation"]
@@ -146,9 +150,8 @@ def test_lag_sign_of_a_rising_lr_run(tmp_path, peak, sign) -> None:
     the limit, the lr crosses it about 8 steps before the end and the loss then grows
     geometrically: the end-of-epoch model is worse than the epoch mean (lag < 0).
     """
-    cfg = TrainConfig.from_dict({**TINY, "train_size": 512, "train_eval_size": 512,
-                                 "freeze_body": True, "optimizer": "sgd", "momentum": 0.0,
-                                 "schedule": "lr_range", "precision": "fp32"})
+    cfg = tiny_config(RUN, train_size=512, train_eval_size=512, freeze_body=True,
+                      optimizer="sgd", momentum=0.0, schedule="lr_range", precision="fp32")
     lr = peak * 2 / _head_lambda_max(cfg)
     run, _, _ = train_run(tmp_path, **{**cfg.to_dict(), "lr": lr})
     diag = diagnose_path(run, samples=512, tensorboard=False)
@@ -199,14 +202,13 @@ def test_bundle_input_and_short_verdict(tmp_path) -> None:
     cheap = short_verdict(history)
     assert history[-1]["train_loss"] > history[-1]["val_loss"] and cheap is not None
     assert f"{history[-1]['train_loss_eval']:.4g}" in cheap
-    model, _, _, _, _ = load_for_diagnosis(run)
+    model, _, _, _, _, _ = load_for_diagnosis(run)
     full = short_verdict(history, model, cfg, load_splits(cfg), samples=64)
     assert full is not None and "dropout" in full
 
 
 def test_weight_decay_penalty_row() -> None:
-    cfg = TrainConfig.from_dict({**TINY, "optimizer": "sgd", "weight_decay": 1e-2,
-                                 "batchnorm": True})
+    cfg = tiny_config(RUN, optimizer="sgd", weight_decay=1e-2, batchnorm=True)
     model = model_from_config(cfg)
     decayed = [p for n, p in model.named_parameters() if p.ndim > 1]  # conv and linear weights
     expected = 0.5 * 1e-2 * sum(float((p.detach().double() ** 2).sum()) for p in decayed)
@@ -242,3 +244,27 @@ def test_bf16_rounding_is_its_own_term_and_the_printed_val_loss_matches(tmp_path
         assert diag.attribution["precision"] != 0.0
     # The printed val loss was measured in the run's own precision, and so is its check.
     assert not any("differs from the printed" in n for n in diag.notes)
+
+
+def test_weight_averaging_is_its_own_term_from_a_run_dir_and_noted_for_a_bundle(tmp_path) -> None:
+    """The default recipe evaluates an EMA of the weights: (r) uses the trained weights, so
+    f - a splits into lag (f - r) and averaging (r - t), and the rows still add up exactly."""
+    run, cfg, history = train_run(tmp_path, pool="density", ema_epochs=2.0, epochs=3,
+                                  dropout=0.3)
+    diag = diagnose_path(run, samples=256, tensorboard=False)
+    assert_adds_up(diag)
+    m = diag.measurements
+    assert m["r_train_mode_trained_weights"] != m["t_train_mode"]
+    assert diag.attribution["averaging"] == pytest.approx(
+        m["r_train_mode_trained_weights"] - m["t_train_mode"])
+    assert diag.attribution["lag"] == pytest.approx(
+        m["f_printed_train_loss"] - m["r_train_mode_trained_weights"])
+    assert not any("averaged weights" in n for n in diag.notes)
+    # A bundle holds only the averaged weights: (r) = (t), and a note says the lag row holds both.
+    state = load_checkpoint(run / "checkpoints" / "last")
+    bundle = tmp_path / "bundle"
+    write_bundle(bundle, state["model"], cfg, {"history": history})
+    from_bundle = diagnose_path(bundle, samples=256, tensorboard=False)
+    assert_adds_up(from_bundle)
+    assert from_bundle.attribution["averaging"] == 0
+    assert any("averaged weights" in n for n in from_bundle.notes)

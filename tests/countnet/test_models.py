@@ -8,7 +8,7 @@ from countnet.models import MODELS, build_model, model_from_config, set_train_mo
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-@pytest.mark.parametrize("pool", ["avg", "sum"])
+@pytest.mark.parametrize("pool", ["avg", "sum", "density"])
 def test_every_registered_model_gives_one_finite_count_per_image(name, pool) -> None:
     torch.manual_seed(0)
     model = build_model(name, channels=3 if name == "resnet18" else 1, pool=pool, dropout=0.2)
@@ -63,3 +63,19 @@ def test_image_norm_removes_the_background_level(norm: str) -> None:
     with torch.no_grad():
         same = torch.allclose(model(x), model(x + 0.5), atol=1e-5)
     assert same == (norm == "image")  # only the normalised net ignores a uniform lift
+
+
+def test_density_head_counts_are_the_sum_of_a_non_negative_density() -> None:
+    torch.manual_seed(0)
+    model = build_model("simple", channels=1, pool="density")
+    x = torch.rand(3, 1, 40, 56)  # any size: the density has one value per final position
+    model.eval()
+    with torch.no_grad():
+        density = model.head.density(model.body(model.norm(x)))  # (3, 1, 20, 28)
+        counts = model(x)  # (3,)
+    assert density.shape == (3, 1, 20, 28)
+    assert (density >= 0).all()
+    assert torch.allclose(density.sum((1, 2, 3)), counts)
+    # At initialisation the density is flat at DENSITY_INIT per position.
+    from countnet.models import DENSITY_INIT
+    assert torch.allclose(density, torch.full_like(density, DENSITY_INIT))

@@ -5,9 +5,12 @@ import math
 import pytest
 import torch
 
-from countnet.checkpoint import load_checkpoint
+from countnet.bundle import load_model
+from countnet.checkpoint import load_checkpoint, save_checkpoint
 from countnet.config import ConfigError, TrainConfig
-from countnet.train import METRIC_KEYS, Diverged, fit
+from countnet.datasets import load_splits
+from countnet.precision import fast_path
+from countnet.train import METRIC_KEYS, Diverged, evaluate, fit
 from tests.countnet.images import PLAIN
 
 # 4 steps an epoch, one thread (a test asserts the thread count).
@@ -30,9 +33,12 @@ def test_overfits_one_small_batch_to_near_zero(tiny) -> None:
     # the data (free scenes with random looks take a 16-wide net far more than 200 steps).
     # fp32: bf16's rounding floor depends on the CPU (measured on an AMX Xeon: the last 10
     # epochs at 0.21-0.25 in bf16, 0.12-0.14 in fp32), and near-zero is the loop's property.
+    # The sum head without averaging, as this bound was set: at this constant lr of 3e-3 the
+    # density head bounces (0.47 at step 150, 1.8 at 200); test_memorises_a_small_training_set
+    # covers the default recipe.
     cfg = tiny(RUN, PLAIN, layout="grid", train_size=16, batch_size=16, val_size=16, width=16,
                depth=4, epochs=200, lr=3e-3, schedule="constant", grad_clip=0.0,
-               precision="fp32")
+               precision="fp32", pool="sum", ema_epochs=0.0)
     history = fit(cfg)
     assert history[-1]["train_loss_eval"] < 0.05 * history[-1]["baseline_mse"]
     assert history[-1]["train_loss_eval"] < 0.2
@@ -40,7 +46,9 @@ def test_overfits_one_small_batch_to_near_zero(tiny) -> None:
 
 def test_train_loss_eval_really_is_eval_mode(tiny) -> None:
     """With dropout 0.9 the train-mode loss is far above the same net in eval mode."""
-    cfg = tiny(RUN, dropout=0.9, epochs=3, train_size=256)
+    # The sum head, trained weights evaluated: dropout before one linear output is loud; in the
+    # density head it drops features per position, and the sum over positions averages it out.
+    cfg = tiny(RUN, dropout=0.9, epochs=3, train_size=256, pool="sum", ema_epochs=0.0)
     history = fit(cfg)
     for m in history[1:]:
         assert m["train_loss"] > m["train_loss_eval"]
@@ -68,7 +76,9 @@ def test_checkpoint_loads_weights_only_and_holds_the_config(tmp_path, tiny) -> N
     cfg = tiny(RUN)
     fit(cfg, lambda m, save: save(tmp_path / f"e{int(m['epoch'])}"))
     state = load_checkpoint(tmp_path / "e2")  # weights_only=True inside
-    assert set(state) == {"model", "optimizer", "scheduler", "epoch", "rng", "config", "history"}
+    # The default averages the weights: "model" is the average, "train_model" the optimiser's.
+    assert set(state) == {"model", "optimizer", "scheduler", "epoch", "rng", "config", "history",
+                          "train_model", "ema_n_averaged"}
     assert TrainConfig.from_dict(state["config"]) == cfg and state["epoch"] == 2
     with pytest.raises(ConfigError, match="other values of lr"):
         fit(cfg.replace(lr=0.5), resume_from=tmp_path / "e2")
@@ -76,7 +86,9 @@ def test_checkpoint_loads_weights_only_and_holds_the_config(tmp_path, tiny) -> N
 
 def test_huge_lr_diverges_cleanly(tiny) -> None:
     seen = []
-    cfg = tiny(RUN, lr=1e6, schedule="constant", epochs=3)
+    # The sum head: at lr 1e6 the density head's ReLU dies instead (every count 0, a finite
+    # loss), which is no divergence.
+    cfg = tiny(RUN, lr=1e6, schedule="constant", epochs=3, pool="sum")
     with pytest.raises(Diverged):
         fit(cfg, lambda m, save: seen.append(m))
     assert seen and not math.isfinite(seen[-1]["train_loss"])
@@ -93,3 +105,33 @@ def test_schedules_and_optimisers(schedule, tiny) -> None:
     if schedule == "constant":
         assert lrs == [1e-3] * 3
     assert torch.get_num_threads() == 1
+
+
+def test_averaged_weights_are_evaluated_and_saved(tmp_path, tiny) -> None:
+    """With ema_epochs the val figures, the checkpoint's "model" and a reload all agree (the
+    resume test above runs with the default averaging, so resuming it is exact too)."""
+    cfg = tiny(RUN, epochs=3, ema_epochs=1.0)
+    history = fit(cfg, lambda m, save: save(tmp_path / "last"))
+    state = load_checkpoint(tmp_path / "last")
+    averaged, trained = state["model"], state["train_model"]
+    assert int(state["ema_n_averaged"]) == 3 * 4  # one update per step: 3 epochs of 4 steps
+    assert any(not torch.equal(averaged[k], trained[k]) for k in averaged)
+    model, loaded_cfg = load_model(tmp_path / "last")  # what predict, export and diagnose load
+    assert all(torch.equal(v, averaged[k]) for k, v in model.state_dict().items())
+    precision, layout = fast_path(model, loaded_cfg, torch.device("cpu"))
+    splits = load_splits(loaded_cfg, torch.device("cpu"))
+    val = evaluate(model, splits.val_x.contiguous(memory_format=layout), splits.val_y,
+                   loaded_cfg, precision)
+    assert val["loss"] == pytest.approx(history[-1]["val_loss"], rel=1e-5)
+
+
+def test_resume_refuses_a_checkpoint_without_trained_weights(tmp_path, tiny) -> None:
+    """A checkpoint written before weight averaging existed (no ema_epochs in its config, no
+    trained weights beside "model") cannot resume the averaging default: one line."""
+    cfg = tiny(RUN)
+    fit(cfg.replace(ema_epochs=0.0), lambda m, save: save(tmp_path / "old"))
+    state = load_checkpoint(tmp_path / "old")
+    del state["config"]["ema_epochs"]  # as countnet 0.1 wrote it
+    save_checkpoint(tmp_path / "old", state)
+    with pytest.raises(ConfigError, match="holds no trained weights"):
+        fit(cfg, resume_from=tmp_path / "old")
