@@ -2,8 +2,10 @@
 
 A bundle directory holds:
 - `model.pt`: the model's state_dict only (tensors; loads with weights_only=True);
-- `config.json`: the TrainConfig, the input size and normalisation the model expects, and the
-  sha256 of model.pt (`"sha256": {"model.pt": HEX}`);
+- `config.json`: the TrainConfig, the input size and normalisation the model expects (height and
+  width null, `"native": true` for a model trained on crops of photos at their own size), the
+  sha256 of model.pt (`"sha256": {"model.pt": HEX}`), and, when known, the object sizes it was
+  trained on (`"object_size": {"min": px, "max": px, ...}`, `countnet.object_size`);
 - `metrics.json`: where it came from and how good it was.
 
 Loading checks model.pt against its recorded sha256: a file damaged on disk or in a download is
@@ -43,6 +45,7 @@ from countnet.config import ConfigError, TrainConfig
 from countnet.errors import DataError
 from countnet.formatting import nan_to_null
 from countnet.models import model_from_config
+from countnet.object_size import OBJECT_SIZE_KEY, trained_object_size
 from countnet.outdir import OutputKind, staged_dir
 
 MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.pt", "config.json", "metrics.json"
@@ -82,6 +85,11 @@ def write_bundle(out_dir: str | Path, model_state: dict[str, torch.Tensor], cfg:
               "input": {"height": cfg.image_size, "width": cfg.image_size,
                         "channels": cfg.channels, "normalisation": NORMALISATION},
               SHA256_KEY: {MODEL_FILE: hashlib.sha256(weights).hexdigest()}}
+    if cfg.crop_size > 0:  # trained on crops of photos at their own size: any size will do
+        config["input"].update(height=None, width=None, native=True)
+    object_size = trained_object_size(cfg)
+    if object_size is not None:  # what `countnet predict --scale` is chosen from
+        config[OBJECT_SIZE_KEY] = object_size
     config_text = json.dumps(config, indent=2, allow_nan=False)
     # Strict JSON: a NaN (a diverged confirm seed) is null, as in metrics.jsonl.
     metrics_text = json.dumps(nan_to_null(metrics), indent=2, default=str, allow_nan=False)

@@ -17,7 +17,7 @@ import yaml
 
 # Choices for the string-valued fields; checked in `TrainConfig.__post_init__`.
 DATA_KINDS = ("synthetic", "folder", "carpk")
-POOLS = ("avg", "sum")
+POOLS = ("avg", "sum", "density")
 OPTIMIZERS = ("adamw", "sgd")
 # `lr_range` rises exponentially from lr/1000 to lr over the run (Smith's LR range test).
 SCHEDULES = ("constant", "onecycle", "cosine", "lr_range")
@@ -56,6 +56,7 @@ class TrainConfig:
     data: str = "synthetic"  # synthetic | folder (labels.csv) | carpk (CARPK layout)
     data_dir: str = ""  # folder or carpk root; unused for synthetic
     image_size: int = 64  # px, square; real photos are resized to it
+    crop_size: int = 0  # px, square random crops of box-annotated photos at native size; 0 = off
     channels: int = 1  # 1 (grey) or 3 (RGB)
     train_size: int = 12000  # images in the training split
     val_size: int = 2000  # images in the validation split
@@ -94,7 +95,9 @@ class TrainConfig:
     width: int = 32  # simple: channels of the widest conv layer
     depth: int = 5  # simple: number of 3x3 conv layers
     batchnorm: bool = False  # simple: BatchNorm after each conv
-    pool: str = "sum"  # avg | sum; sum suits counting (a count is a sum of local evidence)
+    # density: a 1x1 conv to a non-negative density per position, summed (a count is a sum of
+    # local evidence); sum | avg: pooled features into one linear output (the earlier heads)
+    pool: str = "density"
     dropout: float = 0.0  # probability, before the linear head
     small_stem: bool = True  # resnets: 3x3 stride-1 stem, no max-pool (for 64 px inputs)
     weights_path: str = ""  # resnets: local torchvision state_dict; nothing is downloaded
@@ -108,9 +111,12 @@ class TrainConfig:
     weight_decay: float = 0.0  # decoupled for adamw, L2-in-gradient for sgd
     wd_exclude_bn_bias: bool = True  # no weight decay on BatchNorm weights and biases
     schedule: str = "onecycle"  # constant | onecycle | cosine | lr_range, stepped per batch
-    epochs: int = 24  # passes over the training split
+    epochs: int = 16  # passes over the training split
     batch_size: int = 64  # images per step
     grad_clip: float = 1.0  # max global gradient norm per step; 0 = no clipping
+    # epochs: time constant of an exponential moving average of the weights; evaluation,
+    # checkpoints and bundles use the average (train_loss stays the trained weights'); 0 = off
+    ema_epochs: float = 0.5
     loss: str = "mse"  # mse | huber (delta = 1 object)
     augment: str = "none"  # none | dihedral (count-preserving) | crop (NOT count-preserving)
     seed: int = 0  # model init, shuffling, augmentation and dropout
@@ -205,7 +211,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"val_fraction: must be in (0, 1), got {cfg.val_fraction}")
     if cfg.lr <= 0:
         raise ConfigError(f"lr: must be > 0, got {cfg.lr}")
-    for name in ("weight_decay", "jitter", "momentum", "blur_min", "noise_min"):
+    for name in ("weight_decay", "jitter", "momentum", "blur_min", "noise_min", "ema_epochs"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name}: must be >= 0, got {getattr(cfg, name)}")
     if cfg.model == "simple" and cfg.depth < 2:

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 
 from countnet.config import TrainConfig, data_fields
+from countnet.crops import load_crop_splits
 from countnet.folder import load_carpk, load_labelled_folder
 from countnet.scenes import render
 
@@ -79,6 +80,8 @@ def load_splits(cfg: TrainConfig, device: torch.device | str = "cpu") -> Splits:
 @functools.lru_cache(maxsize=4)
 def _cached_splits(key: tuple, device: str) -> Splits:
     cfg = TrainConfig.from_dict(dict(key))
+    if cfg.crop_size != 0:  # box-annotated photos: random crops to train, whole photos to validate
+        return Splits(*(t.to(device) for t in load_crop_splits(cfg)))
     if cfg.data == "synthetic":
         train = synthetic_split(cfg, cfg.data_seed, "train", cfg.train_size, device)
         val = synthetic_split(cfg, cfg.data_seed, "val", cfg.val_size, device)

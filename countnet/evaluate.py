@@ -20,7 +20,17 @@ import torch.nn as nn
 
 from countnet.bundle import load_model
 from countnet.config import TrainConfig
-from countnet.folder import LABELS_CSV, Row, load_rows, read_labels_csv
+from countnet.counter import Counter, Sizing, sizing_for
+from countnet.errors import DataError
+from countnet.folder import (
+    LABELS_CSV,
+    Row,
+    carpk_split,
+    check_inside,
+    is_carpk,
+    load_rows,
+    read_labels_csv,
+)
 from countnet.precision import fast_path
 from countnet.train import pick_device, predict
 
@@ -92,7 +102,7 @@ def summary(figures: dict[str, Any]) -> dict[str, Any]:
 
 
 def predict_rows(model: nn.Module, cfg: TrainConfig, root: Path, rows: list[Row],
-                 device: torch.device | None = None) -> torch.Tensor:
+                 device: torch.device | None = None, sizing: Sizing | None = None) -> torch.Tensor:
     """Raw counts (N,) float32 for the images of `rows`, read from `root` in chunks.
 
     Runs in the fast path the model trained in: its precision (`precision.resolve`) and, when
@@ -105,9 +115,22 @@ def predict_rows(model: nn.Module, cfg: TrainConfig, root: Path, rows: list[Row]
         rows: labels rows (from `read_labels_csv`).
         device: where to run. By default the config's device, except that a model trained on
             CUDA falls back to the CPU where there is none (as `countnet predict` does).
+        sizing: native (each image at its own size, in tiles, one at a time) or resized to
+            image_size (batched); by default what `counter.sizing_for(cfg)` picks.
     """
     if device is None:
         device = pick_device(cfg.replace(device="auto" if cfg.device == "cuda" else cfg.device))
+    sizing = sizing if sizing is not None else sizing_for(cfg)
+    if sizing.native:
+        counter = Counter(model, cfg, device, sizing)
+        counts = []
+        for row in rows:
+            try:
+                image = counter.load(root / check_inside(row.name, row.where))  # (C, H, W)
+            except DataError as e:
+                raise DataError(f"{row.where}: {e}") from None
+            counts.append(counter.count(image).count)
+        return torch.tensor(counts, dtype=torch.float32)
     precision, layout = fast_path(model, cfg, device)
     preds = []
     for start in range(0, len(rows), LOAD_CHUNK):
@@ -118,32 +141,48 @@ def predict_rows(model: nn.Module, cfg: TrainConfig, root: Path, rows: list[Row]
     return torch.cat(preds)
 
 
-def evaluate_loaded(model: nn.Module, cfg: TrainConfig, folder: str | Path) -> dict[str, Any]:
-    """`score` of a loaded model on a folder with a labels.csv.
+def labelled_rows(root: Path) -> list[Row]:
+    """The labelled images of a folder: its labels.csv, or, in the CARPK layout without one,
+    the test split (`ImageSets/test.txt`, counts from the boxes)."""
+    if not (root / LABELS_CSV).is_file() and is_carpk(root):
+        return carpk_split(root, "test")
+    return read_labels_csv(root / LABELS_CSV)
+
+
+def evaluate_loaded(model: nn.Module, cfg: TrainConfig, folder: str | Path,
+                    sizing: Sizing | None = None) -> dict[str, Any]:
+    """`score` of a loaded model on a labelled folder.
 
     Args:
         model: the model, in eval mode.
         cfg: its TrainConfig.
-        folder: a folder holding labels.csv (filename,count) and the images it names.
+        folder: a folder holding labels.csv (filename,count) and the images it names, or a
+            CARPK root (its test split).
+        sizing: native or resized input; by default `counter.sizing_for(cfg)`.
     """
     root = Path(folder)
-    rows = read_labels_csv(root / LABELS_CSV)
-    pred = predict_rows(model, cfg, root, rows)
+    rows = labelled_rows(root)
+    pred = predict_rows(model, cfg, root, rows, sizing=sizing)
     return score(pred, [r.count for r in rows], [r.name for r in rows])
 
 
-def evaluate_folder(model_path: str | Path, folder: str | Path) -> dict[str, Any]:
-    """`score` of a bundle, run dir or checkpoint on a folder with a labels.csv.
+def evaluate_folder(model_path: str | Path, folder: str | Path, *, native: bool = False,
+                    scale: float | None = None) -> dict[str, Any]:
+    """`score` of a bundle, run dir or checkpoint on a labelled folder (or a CARPK root).
 
     Args:
         model_path: exported bundle dir, run dir, or checkpoint.
-        folder: a folder holding labels.csv (filename,count) and the images it names.
+        folder: a folder holding labels.csv (filename,count) and the images it names, or a
+            CARPK root (its test split).
+        native: count each image at its own size (in tiles), not resized to image_size.
+        scale: resize each image by this factor first (implies native).
 
     Raises:
         DataError: no labels.csv, a malformed row, or a missing or undecodable image.
+        ConfigError: a scale that is not > 0.
     """
     model, cfg = load_model(model_path)
-    return evaluate_loaded(model, cfg, folder)
+    return evaluate_loaded(model, cfg, folder, sizing_for(cfg, native, scale))
 
 
 def _number(v: float) -> int | float:

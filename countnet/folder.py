@@ -1,7 +1,8 @@
 """Real photo folders: `labels.csv` (filename,count) + images, or the CARPK layout.
 
-Images of any size are resized to the model's square input. Every problem (a missing file, an image
-that cannot be decoded, a malformed row) raises DataError naming the file and the row.
+Images of any size are resized to the model's square input (`load_image`), or read at their own
+size, optionally scaled (`load_native`). Every problem (a missing file, an image that cannot be
+decoded, a malformed row) raises DataError naming the file and the row.
 
 Untrusted folders are safe to read:
 - text files must be UTF-8; `labels.csv` is parsed by the csv module in strict mode;
@@ -19,8 +20,9 @@ import io
 import math
 import struct
 import warnings
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -39,6 +41,9 @@ MAX_IMAGE_PIXELS = 64_000_000
 # Errors Pillow raises for a truncated or malformed file (its plugins use all of these).
 DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
                  struct.error)
+
+
+T = TypeVar("T")
 
 
 class Row(NamedTuple):
@@ -122,6 +127,57 @@ def read_labels_csv(path: Path) -> list[Row]:
 
 def load_image(path: Path, image_size: int, channels: int) -> torch.Tensor:
     """One image as (C, H, W) float32 in [0, 1], resized to image_size x image_size."""
+    return _read(path, lambda im: _pixels(im, channels, (image_size, image_size)))
+
+
+def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """(width, height) of an image resized by `scale`: each side rounded, at least 1 px."""
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def load_native(path: Path, channels: int, scale: float = 1.0) -> torch.Tensor:
+    """One image as (C, H, W) float32 in [0, 1] at its own size, or resized by `scale` first.
+
+    Args:
+        path: the image file.
+        channels: 1 (grey) or 3 (RGB).
+        scale: resize factor (> 0); H and W become round(H * scale) and round(W * scale).
+
+    Raises:
+        DataError: a missing or undecodable file, or more than MAX_IMAGE_PIXELS pixels in the
+            file or after scaling (checked before decoding).
+    """
+    return _read(path, lambda im: _pixels(im, channels, _scaled(path, im.size, scale)))
+
+
+def native_size(path: Path, scale: float = 1.0) -> tuple[int, int]:
+    """(width, height) that `load_native` would give, read from the header only: the same
+    checks (missing, not an image, over the pixel limit), nothing decoded."""
+    return _read(path, lambda im: _scaled(path, im.size, scale))
+
+
+def _scaled(path: Path, size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """`scaled_size`, refused when it is over MAX_IMAGE_PIXELS."""
+    width, height = size
+    new = scaled_size(width, height, scale)
+    if new[0] * new[1] > MAX_IMAGE_PIXELS:
+        raise DataError(f"{path}: {width}x{height} px scaled by {scale:g} is {new[0]}x{new[1]} "
+                        f"px, over the limit of {MAX_IMAGE_PIXELS} pixels")
+    return new
+
+
+def _pixels(im: Image.Image, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """Decode an opened image to (C, H, W) float32 in [0, 1], resized to size = (W, H)."""
+    im = im.convert("L" if channels == 1 else "RGB")
+    if size != im.size:
+        im = im.resize(size, Image.BILINEAR)
+    t = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0)
+    return t[None] if channels == 1 else t.permute(2, 0, 1)
+
+
+def _read(path: Path, use: Callable[[Image.Image], T]) -> T:
+    """use(opened image), after checking its size against MAX_IMAGE_PIXELS from the header
+    (nothing decoded yet); every failure is a DataError naming the file."""
     try:
         with warnings.catch_warnings():
             # Pillow warns between its limit and twice it; MAX_IMAGE_PIXELS refuses those anyway.
@@ -132,9 +188,7 @@ def load_image(path: Path, image_size: int, channels: int) -> torch.Tensor:
             if width * height > MAX_IMAGE_PIXELS:
                 raise DataError(f"{path}: {width}x{height} px is over the limit of "
                                 f"{MAX_IMAGE_PIXELS} decoded pixels")
-            im = im.convert("L" if channels == 1 else "RGB")
-            im = im.resize((image_size, image_size), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.float32) / 255.0
+            return use(im)
     except FileNotFoundError:
         raise DataError(f"{path}: missing") from None
     except DataError:  # a ValueError too: keep it from the generic clause below
@@ -143,8 +197,6 @@ def load_image(path: Path, image_size: int, channels: int) -> torch.Tensor:
         raise DataError(f"{path}: over Pillow's decompression-bomb limit ({e})") from None
     except DECODE_ERRORS as e:
         raise DataError(f"{path}: cannot decode image ({e})") from None
-    t = torch.from_numpy(arr)
-    return t[None] if channels == 1 else t.permute(2, 0, 1)
 
 
 def load_rows(root: Path, rows: list[Row], image_size: int,
@@ -167,30 +219,44 @@ def in_val(name: str, val_fraction: float) -> bool:
     return h / 2.0**64 < val_fraction
 
 
-def load_labelled_folder(root: Path, image_size: int, channels: int,
-                         val_fraction: float) -> tuple[torch.Tensor, ...]:
-    """train_x, train_y, val_x, val_y from `root/{train,val}/labels.csv` or one `root/labels.csv`.
+def labelled_splits(root: Path, val_fraction: float) -> tuple[tuple[Path, list[Row]], ...]:
+    """((train folder, train rows), (val folder, val rows)) of a labelled folder.
 
-    With a single labels.csv, files are split by filename hash (`val_fraction` go to val).
+    `root/{train,val}/labels.csv` when both exist; else one `root/labels.csv`, whose files are
+    split by filename hash (`val_fraction` go to val).
     """
     if (root / "train" / LABELS_CSV).is_file() and (root / "val" / LABELS_CSV).is_file():
-        return (*load_rows(root / "train", read_labels_csv(root / "train" / LABELS_CSV),
-                           image_size, channels),
-                *load_rows(root / "val", read_labels_csv(root / "val" / LABELS_CSV),
-                           image_size, channels))
+        return tuple((root / split, read_labels_csv(root / split / LABELS_CSV))
+                     for split in ("train", "val"))
     rows = read_labels_csv(root / LABELS_CSV)
     train = [r for r in rows if not in_val(r.name, val_fraction)]
     val = [r for r in rows if in_val(r.name, val_fraction)]
     if not train or not val:
         raise DataError(f"{root / LABELS_CSV}: {len(rows)} rows give an empty train or val split "
                         f"at val_fraction={val_fraction}")
-    return (*load_rows(root, train, image_size, channels),
-            *load_rows(root, val, image_size, channels))
+    return (root, train), (root, val)
+
+
+def load_labelled_folder(root: Path, image_size: int, channels: int,
+                         val_fraction: float) -> tuple[torch.Tensor, ...]:
+    """train_x, train_y, val_x, val_y of `labelled_splits`, resized to image_size."""
+    out: list[torch.Tensor] = []
+    for folder, rows in labelled_splits(root, val_fraction):
+        out += load_rows(folder, rows, image_size, channels)
+    return tuple(out)
 
 
 def count_boxes(ann: Path) -> int:
-    """The boxes of a CARPK annotation file: lines of >= 4 finite numbers."""
-    boxes = 0
+    """The number of boxes of a CARPK annotation file (`read_carpk_boxes`)."""
+    return len(read_carpk_boxes(ann))
+
+
+def read_carpk_boxes(ann: Path) -> np.ndarray:
+    """The boxes of a CARPK annotation file, (K, 4) float64 rows of x0, y0, x1, y1 in px.
+
+    Each non-empty line holds >= 4 finite numbers: `x0 y0 x1 y1 [class]`, as CARPK writes them.
+    """
+    boxes: list[list[float]] = []
     for box_line, text in enumerate(read_text(ann).splitlines(), start=1):
         fields = text.split()
         if not fields:
@@ -204,10 +270,10 @@ def count_boxes(ann: Path) -> int:
             raise DataError(f"{where}: not a box: {text!r}") from None
         if not all(math.isfinite(v) for v in values):
             raise DataError(f"{where}: box coordinates must be finite: {text!r}")
-        boxes += 1
-        if boxes > MAX_COUNT:
+        boxes.append(values)
+        if len(boxes) > MAX_COUNT:
             raise DataError(f"{ann}: more than the maximum of {MAX_COUNT} boxes")
-    return boxes
+    return np.array(boxes, dtype=np.float64).reshape(-1, 4)
 
 
 def carpk_split(root: Path, split: str) -> list[Row]:
@@ -229,10 +295,21 @@ def carpk_split(root: Path, split: str) -> list[Row]:
         ann = root / "Annotations" / f"{name}.txt"
         if not ann.is_file():
             raise DataError(f"{where}: annotation {ann} is missing")
-        rows.append(Row(str(image.relative_to(root)), float(count_boxes(ann)), where))
+        rows.append(Row(image.relative_to(root).as_posix(), float(count_boxes(ann)), where))
     if not rows:
         raise DataError(f"{listing}: no rows")
     return rows
+
+
+def carpk_annotation(root: Path, row: Row) -> Path:
+    """The `Annotations/<name>.txt` file of a `carpk_split` row (whose image is Images/<name>.*)."""
+    name = PurePosixPath(row.name).relative_to("Images").with_suffix("")
+    return root / "Annotations" / f"{name}.txt"
+
+
+def is_carpk(root: Path) -> bool:
+    """Whether `root` is laid out like CARPK (it has ImageSets/test.txt)."""
+    return (root / "ImageSets" / "test.txt").is_file()
 
 
 def load_carpk(root: Path, image_size: int, channels: int) -> tuple[torch.Tensor, ...]:

@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from countnet.folder import LABELS_CSV
 
 MAX_TRIES = 500  # random positions tried per object before giving up on it
+CHECK_BLOCK = 16  # candidate positions checked at a time (speed only: any value, same scenes)
 NAME_DIGITS = 6  # image_000000.png ...
 
 
@@ -72,19 +73,22 @@ def place_boxes(rng: np.random.Generator, scene: PilScene, count: int) -> np.nda
             h, w = rng.choice([scene.min_object_size, scene.max_object_size], size=2)
         else:
             h, w = rng.integers(scene.min_object_size, scene.max_object_size + 1, size=2)
-        # All tries of one object at once: (MAX_TRIES,) candidate corners, first valid one wins.
+        # All tries of one object are drawn at once: (MAX_TRIES,) candidate corners, and the
+        # first valid one wins. They are checked a block at a time (the first block usually
+        # holds one), so that scenes of thousands of objects stay fast; the result is the same.
         top = rng.integers(0, size - h + 1, size=MAX_TRIES)
         left = rng.integers(0, size - w + 1, size=MAX_TRIES)
-        # (MAX_TRIES, K) separation from every placed box, in rows and in columns: the
-        # background between two boxes along an axis (negative when their spans overlap).
-        row_gap = np.maximum(boxes[None, :, 0] - (top[:, None] + h),
-                             top[:, None] - boxes[None, :, 2])
-        col_gap = np.maximum(boxes[None, :, 1] - (left[:, None] + w),
-                             left[:, None] - boxes[None, :, 3])
-        ok = np.all(np.maximum(row_gap, col_gap) >= gap, axis=1)  # Chebyshev distance >= gap
-        if ok.any():
-            i = int(np.argmax(ok))
-            boxes = np.vstack([boxes, [[top[i], left[i], top[i] + h, left[i] + w]]])
+        for start in range(0, MAX_TRIES, CHECK_BLOCK):
+            t, c = top[start:start + CHECK_BLOCK, None], left[start:start + CHECK_BLOCK, None]
+            # (block, K) separation from every placed box, in rows and in columns: the
+            # background between two boxes along an axis (negative when their spans overlap).
+            row_gap = np.maximum(boxes[None, :, 0] - (t + h), t - boxes[None, :, 2])
+            col_gap = np.maximum(boxes[None, :, 1] - (c + w), c - boxes[None, :, 3])
+            ok = np.all(np.maximum(row_gap, col_gap) >= gap, axis=1)  # Chebyshev distance >= gap
+            if ok.any():
+                i = start + int(np.argmax(ok))
+                boxes = np.vstack([boxes, [[top[i], left[i], top[i] + h, left[i] + w]]])
+                break
     return boxes
 
 

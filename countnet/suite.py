@@ -15,7 +15,10 @@ SUITE_SETS, in order:
 - noisy:    noise std = noise_max, mid contrast;
 - blur:     blur sigma = blur_max, mid contrast, modest noise;
 - dense:    max_count objects in every image;
-- sizes:    every side at a size limit (min_object_size or max_object_size).
+- sizes:    every side at a size limit (min_object_size or max_object_size);
+- large:    the `pil` scenes LARGE_FACTOR times wider and higher (256 px for 64 px training
+            scenes), with the same object sizes and objects per area (counts times
+            LARGE_FACTOR**2), counted at native resolution (`countnet.counter`), never resized.
 """
 
 from __future__ import annotations
@@ -31,16 +34,21 @@ import torch
 import torch.nn as nn
 
 from countnet.bundle import load_model
-from countnet.cli.output import finite
 from countnet.config import TrainConfig
+from countnet.counter import Sizing
 from countnet.datasets import split_seed
+from countnet.errors import DataError
 from countnet.evaluate import evaluate_loaded, summary
-from countnet.folder import LABELS_CSV, DataError
+from countnet.folder import LABELS_CSV
+from countnet.formatting import nan_to_null
 from countnet.generate import write_dataset
 from countnet.models import model_from_config
 from countnet.pil_render import PilScene, write_pil_set
 
-SUITE_SETS = ("test", "pil", "bright", "dim", "inverted", "noisy", "blur", "dense", "sizes")
+SUITE_SETS = ("test", "pil", "bright", "dim", "inverted", "noisy", "blur", "dense", "sizes",
+              "large")
+LARGE_FACTOR = 4  # the `large` set's side over the training side (256 px for 64 px scenes)
+NATIVE_SETS = ("large",)  # sets counted at their own resolution, not resized to image_size
 SUITE_N = 500  # images per set for `countnet evaluate --suite`
 RECORD_N = 300  # images per set when train and export record the suite: a few seconds
 SUITE_SEED = 0  # the PIL sets' seed; each set mixes in its index, so no two sets share images
@@ -53,13 +61,13 @@ BY_COUNT_SETS = ("test",)
 BY_COUNT_KEY = "by_count"
 
 
-def pil_scenes(cfg: TrainConfig) -> dict[str, PilScene]:
-    """The PIL-drawn sets (every set but `test`) for a model trained with `cfg`.
+def pil_scenes_base(cfg: TrainConfig) -> PilScene:
+    """The `pil` set: the PIL renderer with the config's own ranges.
 
     Args:
         cfg: the model's training config; its scene fields give the ranges.
     """
-    base = PilScene(
+    return PilScene(
         image_size=cfg.image_size, channels=cfg.channels, min_count=cfg.min_count,
         max_count=cfg.max_count, min_object_size=cfg.min_object_size,
         max_object_size=cfg.max_object_size, min_gap=cfg.min_gap,
@@ -67,6 +75,15 @@ def pil_scenes(cfg: TrainConfig) -> dict[str, PilScene]:
         contrast_min=cfg.contrast_min, contrast_max=cfg.contrast_max, jitter=cfg.jitter,
         gradient_max=cfg.gradient_max, invert_prob=cfg.invert_prob, noise_min=cfg.noise_min,
         noise_max=cfg.noise_max, blur_min=cfg.blur_min, blur_max=cfg.blur_max)
+
+
+def pil_scenes(cfg: TrainConfig) -> dict[str, PilScene]:
+    """The PIL-drawn sets (every set but `test`) for a model trained with `cfg`.
+
+    Args:
+        cfg: the model's training config; its scene fields give the ranges.
+    """
+    base = pil_scenes_base(cfg)
     mid = (cfg.contrast_min + cfg.contrast_max) / 2
     modest = cfg.noise_min + MODEST_NOISE * (cfg.noise_max - cfg.noise_min)
     # The brightest objects training drew: the top contrast, jittered up, on a 0 background.
@@ -86,7 +103,22 @@ def pil_scenes(cfg: TrainConfig) -> dict[str, PilScene]:
                     noise_min=modest, noise_max=modest),
         "dense": one(base, min_count=cfg.max_count),
         "sizes": one(base, sizes_at_limits=True),
+        "large": large_scene(cfg, LARGE_FACTOR),
     }
+
+
+def large_scene(cfg: TrainConfig, factor: int) -> PilScene:
+    """The `pil` scenes `factor` times wider and higher, with the same object sizes and the same
+    objects per area: counts from factor**2 * min_count to factor**2 * max_count.
+
+    Args:
+        cfg: the model's training config.
+        factor: side of the large scenes over image_size (4: 256 px for 64 px scenes).
+    """
+    area = factor * factor
+    return dataclasses.replace(
+        pil_scenes_base(cfg), image_size=cfg.image_size * factor,
+        min_count=cfg.min_count * area, max_count=cfg.max_count * area)
 
 
 def applies(cfg: TrainConfig) -> bool:
@@ -139,7 +171,9 @@ def score_suite(model: nn.Module | str | Path, suite_dir: str | Path,
     missing = [s for s in SUITE_SETS if not (root / s / LABELS_CSV).is_file()]
     if missing:
         raise DataError(f"{root}: not a suite, no {', '.join(missing)} set(s) with a {LABELS_CSV}")
-    return {name: evaluate_loaded(net, cfg, root / name) for name in SUITE_SETS}
+    return {name: evaluate_loaded(net, cfg, root / name,
+                                  Sizing(native=True) if name in NATIVE_SETS else None)
+            for name in SUITE_SETS}
 
 
 def run_suite(model: nn.Module | Mapping[str, torch.Tensor] | str | Path,
@@ -213,7 +247,7 @@ def record_suite(model: nn.Module | Mapping[str, torch.Tensor] | str | Path,
     record = suite_record(run_suite(net, cfg, n), n)
     if out_file is not None:
         # JSON has no NaN (a set with no finite prediction): null, like the CLI's --json.
-        Path(out_file).write_text(json.dumps(finite(record), indent=2) + "\n")
+        Path(out_file).write_text(json.dumps(nan_to_null(record), indent=2) + "\n")
     return record
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from countnet.cli.output import print_json
+from countnet.cli.predict import add_sizing_flags
 from countnet.config import ConfigError, TrainConfig
 from countnet.evaluate import WORST_N, evaluate_folder
 from countnet.suite import SUITE_N, SUITE_SEED, SUITE_SETS, hardest, run_suite, suite_table
@@ -23,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="score a model on a labelled folder or on the shift suite",
         description="Score a bundle, run dir or checkpoint. With DIR (a folder holding "
-        "labels.csv = filename,count rows and the images it names, e.g. your own photos): "
+        "labels.csv = filename,count rows and the images it names, e.g. your own photos, or a "
+        "CARPK root, whose test split is scored): "
         "print MAE, RMSE, exact-count accuracy, off-by-one, bias (mean predicted - true), a "
         f"table of error by true count and the {WORST_N} worst images. With --suite: write the "
         f"shift suite ({', '.join(SUITE_SETS)}) as PNG files, read them back like photos, and "
@@ -32,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", nargs="?", type=Path, metavar="RUN_OR_BUNDLE",
                    help="exported bundle dir, run dir, or checkpoint")
     p.add_argument("folder", nargs="?", type=Path, metavar="DIR",
-                   help="folder with labels.csv and the images it names")
+                   help="folder with labels.csv and the images it names, or a CARPK root")
     p.add_argument("--suite", action="store_true",
                    help="score the shift suite instead of a folder")
     p.add_argument("--n", type=int, default=SUITE_N, metavar="N",
@@ -42,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", type=Path, metavar="DIR",
                    help="--suite: write the sets into DIR/<set>/ and keep them "
                    "(default: a temporary folder, deleted afterwards)")
+    add_sizing_flags(p)
     p.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     p.add_argument("--smoke-test", action="store_true",
                    help=f"train a tiny model 1 epoch, score it on a {SMOKE_N}-image suite")
@@ -59,12 +62,15 @@ def run(args: argparse.Namespace) -> int:
                               f"(--keep DIR keeps the suite's files)")
         if args.n < 1:
             raise ConfigError(f"--n: must be >= 1, got {args.n}")
+        if args.native or args.scale is not None:
+            raise ConfigError("--native and --scale: only with DIR; the suite sets their own "
+                              "sizes (its `large` set counts at native resolution)")
         return evaluate_suite(args.model, args.n, args.seed, args.keep, args.json)
     if args.folder is None:
         raise ConfigError("usage: countnet evaluate RUN_OR_BUNDLE DIR (or --suite)")
     if args.keep is not None:
         raise ConfigError("--keep: only with --suite")
-    figures = evaluate_folder(args.model, args.folder)
+    figures = evaluate_folder(args.model, args.folder, native=args.native, scale=args.scale)
     _warn_non_finite(figures, str(args.folder))
     if args.json:
         print_json(figures)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from countnet.cli import check_device
 from countnet.config import DEVICES, ConfigError, TrainConfig
+from countnet.folder import MAX_IMAGE_PIXELS
 from countnet.generate import write_dataset
 from countnet.predict import count_images
 from countnet.rundir import RunLogger
@@ -26,9 +27,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=DEVICES,
                    help="auto, cpu or cuda (default: the model's own, or the CPU for a model "
                    "trained on CUDA when this machine has none)")
+    add_sizing_flags(p)
+    p.add_argument("--density-map", type=Path, metavar="DIR",
+                   help="also write DIR/<image>.density.png for each image: the model's "
+                   "per-position density over the image (heat colours) and the count in the "
+                   "top-left corner. Needs a model trained with pool: density")
     p.add_argument("--smoke-test", action="store_true",
                    help="generate 16 scenes, train a tiny model 2 epochs, predict them")
     p.set_defaults(func=run)
+
+
+SCALE_HELP = (
+    "resize each image by the factor S first, then count it at that size (implies --native). "
+    "How to choose S: a model counts objects of the size it was trained on, which its bundle's "
+    "config.json records as \"object_size\" (min and max side in px; the default synthetic "
+    "scenes have 3-8 px objects). Measure your objects in px and take S = (trained size) / "
+    "(size in your photo): e.g. cars about 40 px long and a model trained on 3-8 px objects: "
+    "S = 6 / 40 = 0.15. S > 1 enlarges")
+
+
+def add_sizing_flags(p: argparse.ArgumentParser) -> None:
+    """--native and --scale, shared by predict and evaluate."""
+    p.add_argument("--native", action="store_true",
+                   help="count each image at its own resolution (in tiles whose overlap covers "
+                   "the receptive field, so the count equals one pass over the whole image), "
+                   "instead of resizing it to the model's image_size. A model trained on crops "
+                   "(crop_size > 0) always counts this way. An image over the pixel limit "
+                   f"({MAX_IMAGE_PIXELS} px) is refused")
+    p.add_argument("--scale", type=float, metavar="S", help=SCALE_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("usage: countnet predict RUN_OR_BUNDLE IMAGES_OR_DIRS...")
     if args.device is not None:
         check_device(args.device, f"--device {args.device}")
-    print_counts(args.model, args.images, args.device)
+    print_counts(args.model, args.images, args.device, native=args.native, scale=args.scale,
+                 density_dir=args.density_map)
     return 0
 
 
@@ -48,12 +75,16 @@ def format_count(raw: float) -> str:
 
 
 def print_counts(model: Path, images: list[Path], device: str | None = None,
-                 names_only: bool = False) -> None:
+                 names_only: bool = False, *, native: bool = False, scale: float | None = None,
+                 density_dir: Path | None = None) -> None:
     """The CSV on stdout. A NaN/inf prediction prints `nan` and one warning line at the end.
 
-    `names_only` prints file names without their folder (for images in a deleted temporary one).
+    `names_only` prints file names without their folder (for images in a deleted temporary one);
+    native, scale and density_dir are `count_images`'s.
     """
-    results = count_images(model, images, device)  # a bad model or path fails before any output
+    # A bad model, path, scale or density request fails before any output.
+    results = count_images(model, images, device, native=native, scale=scale,
+                           density_dir=density_dir)
     print("filename,count,raw")
     bad = 0
     for path, raw in results:

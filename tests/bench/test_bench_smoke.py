@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from countnet.suite import SUITE_SETS
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
@@ -84,11 +86,20 @@ def test_default_seeds_tiny(tmp_path) -> None:
     assert load_script("default_seeds").main(["--tiny", "--out-dir", str(tmp_path)]) == 0
     result = check_result(tmp_path / "default_seeds-tiny.json")
     assert [run["seed"] for run in result["runs"]] == [0, 1, 2]
-    suite_sets = {"test", "pil", "bright", "dim", "inverted", "noisy", "blur", "dense", "sizes"}
+    suite_sets = set(SUITE_SETS)
     for run in result["runs"]:
         assert set(run["suite"]) == suite_sets
         assert run["test_split"]["n"] == 64 and run["suite"]["pil"]["n"] == 20
     assert result["hardest_set"] in suite_sets
+
+
+def test_large_scenes_tiny(tmp_path) -> None:
+    script = load_script("large_scenes")
+    assert script.main(["--tiny", "--set", "pool=density", "--out-dir", str(tmp_path)]) == 0
+    result = check_result(tmp_path / "large_scenes-tiny.json")
+    assert set(result["sizes"]) == {"256", "1024"}  # 4x and 16x the 64 px training scenes
+    assert result["sizes"]["256"]["n"] == 4 and result["sizes"]["1024"]["n"] == 1
+    assert result["config"]["pool"] == "density"
 
 
 @pytest.mark.slow
