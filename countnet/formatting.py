@@ -40,3 +40,8 @@ def fmt_number(v: Any) -> str:
         f = float(v)
         return str(int(f)) if f.is_integer() and abs(f) < 1e6 else f"{f:.4g}"
     return str(v)
+
+
+def format_params(params: dict[str, Any]) -> str:
+    """`lr=0.0031 width=16 ...`: each value as `fmt_number` writes it."""
+    return " ".join(f"{k}={fmt_number(v)}" for k, v in params.items())

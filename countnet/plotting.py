@@ -1,7 +1,7 @@
 """Matplotlib figures for the report: an Agg canvas (no display, no pyplot state), one look.
 
-The same sizes and style as countnet/report.py's own figures (DPI, FONT_SIZE, grid); report.py
-keeps private copies of these helpers until it is split (issue 20), then it uses this module.
+Every figure of `countnet report` uses these (`countnet.report_plots`, `countnet.rung_report`):
+the same sizes, fonts and grid.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 This module must not import Ray at import time (`countnet --help` runs without it): the command
 modules are imported inside `run_*`. Bad input raises ConfigError, which `countnet` turns into one
-line on stderr and exit code 2.
+line on stderr and exit code 2. The search and export functions return values; this module prints
+them (the header line, the summary table, the export's lines).
 """
 
 from __future__ import annotations
@@ -13,15 +14,24 @@ import tempfile
 import time
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from countnet.config import ConfigError
+from countnet.formatting import format_params
+from countnet.overfit_curve import overfit_curve, overfit_lines
 from tune.overrides import set_fixed
-from tune.space import SearchSpace, load_space
+from tune.space import TARGETS, SearchSpace, load_space
+
+if TYPE_CHECKING:  # tune.search imports Ray
+    from tune.search import SearchOutcome
 
 DEFAULT_STORAGE = "experiments"
 EXIT_INTERRUPTED = 130  # as for Ctrl+C: the search stopped before num_samples trials finished
 MAX_RAY_VERBOSE = 2  # Ray's most verbose output (-vv)
 SMOKE_SPACE = "smoke.yaml"
+OVERFIT_METRIC = TARGETS["overfit"]  # (metric, mode) of the target `overfit`
+# The smallest value of each numeric flag (argparse dest -> minimum), checked by `check_flags`.
+FLAG_MINIMUMS = {"num_samples": 1, "max_epochs": 1, "max_failures": 0, "confirm_seeds": 0}
 
 
 def register_search(sub: argparse._SubParsersAction) -> None:
@@ -109,6 +119,10 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--confirm-seeds", type=int, default=0, metavar="N",
                    help="retrain the winner with N other seeds; mean and std of val_loss and "
                    "val_acc go into metrics.json")
+    p.add_argument("--epoch", choices=("best", "best-val"), default="best",
+                   help="best (default): the best epoch by the metric; best-val: the picked "
+                   "trial's epoch of minimum val_loss, the early-stopped twin of an overfit "
+                   "baseline (an overfit search keeps its checkpoint)")
     p.add_argument("--smoke-test", action="store_true",
                    help="run a smoke search in a temporary directory, export it and predict")
     p.set_defaults(func=run_export)
@@ -116,9 +130,10 @@ def register_export(sub: argparse._SubParsersAction) -> None:
 
 def run_search(args: argparse.Namespace) -> int:
     from tune.export import export_best
-    from tune.search import print_summary, resume_search
+    from tune.resume import resume_search
     from tune.search import run_search as search
 
+    check_flags(args)
     if args.resume is not None:
         if args.space is not None or args.smoke_test:
             raise ConfigError("--resume takes no --space or --smoke-test: the experiment "
@@ -135,12 +150,8 @@ def run_search(args: argparse.Namespace) -> int:
         if args.deterministic:
             space = space.replace(max_concurrent=1)
         name = args.name or f"{Path(str(path)).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if args.max_failures < 0:
-            raise ConfigError(f"--max-failures: must be >= 0, got {args.max_failures}")
     if args.resume is not None and args.deterministic:
         raise ConfigError("--deterministic: a resumed search keeps its own concurrency")
-    if args.confirm_seeds < 0:
-        raise ConfigError(f"--confirm-seeds: must be >= 0, got {args.confirm_seeds}")
     if args.confirm_seeds and args.export is None:
         raise ConfigError("--confirm-seeds: needs --export BUNDLE_DIR (it retrains the winner)")
     if args.export is not None:  # refused now, not after an hour of search
@@ -151,12 +162,15 @@ def run_search(args: argparse.Namespace) -> int:
     # -v: Ray's output (its verbose 1 or 2); default: countnet's status lines; -q: neither.
     output = {"verbose": min(args.verbose, MAX_RAY_VERBOSE),
               "progress": not args.quiet and not args.verbose}
+    header = output["progress"] or output["verbose"]  # a header line on stderr, unless -q
     if args.resume is not None:
         outcome = resume_search(args.resume, address=args.address, num_samples=args.num_samples,
-                                max_epochs=args.max_epochs, **output)
+                                max_epochs=args.max_epochs,
+                                announce=_resume_header if header else None, **output)
     else:
         outcome = search(space, storage=args.storage, name=name, seed=args.seed,
-                         address=args.address, max_failures=args.max_failures, **output)
+                         address=args.address, max_failures=args.max_failures,
+                         announce=_search_header if header else None, **output)
     print_summary(outcome, quiet=args.quiet)
     if not outcome.finished:
         return EXIT_INTERRUPTED
@@ -202,16 +216,84 @@ def write_search_report(exp_dir: str, bundle: Path | None, quiet: bool) -> None:
         print(f"report: {md}", flush=True)
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """The numeric flags of `countnet search` and `countnet export`, each checked here only,
+    before any work (the functions they reach trust them)."""
+    for dest, low in FLAG_MINIMUMS.items():
+        value = getattr(args, dest, None)
+        if value is not None and value < low:
+            raise ConfigError(f"--{dest.replace('_', '-')}: must be >= {low}, got {value}")
+
+
+def print_summary(outcome: SearchOutcome, out: Any = sys.stdout, quiet: bool = False) -> None:
+    """The top-trials table, the audit of ASHA's rungs, the best trial and checkpoint, and where
+    to look next.
+
+    Args:
+        outcome: the search's trials.
+        out: the stream (stdout: this is the command's result).
+        quiet: the table only (no rung audit, no noise warning, no next steps).
+    """
+    from countnet.rung_audit import audit_lines, audit_rungs, noise_warning
+    from tune.results import format_table
+
+    print(format_table(outcome.trials, outcome.metric, outcome.mode), file=out)
+    if not quiet:
+        audits = audit_rungs({t.trial_id: t.history for t in outcome.trials}, outcome.rungs,
+                             outcome.metric, outcome.mode)
+        print("\n".join(audit_lines(audits, outcome.metric)), file=out)
+        for warning in filter(None, map(noise_warning, audits)):  # a message: stderr
+            print(warning, file=sys.stderr, flush=True)
+        _where_next(outcome, out)
+    out.flush()
+    if not outcome.finished:  # also when quiet: the search is not done
+        print(f"interrupted: continue with `countnet search --resume {outcome.exp_dir}`",
+              file=sys.stderr, flush=True)
+
+
+def _where_next(outcome: SearchOutcome, out: Any) -> None:
+    """The best trial and checkpoint, and the commands that show more."""
+    best = outcome.best
+    if best is None:
+        print("no trial finished with a finite target value (all diverged or failed)", file=out)
+    else:
+        epoch = int(best.best["epoch"])
+        ckpt = best.checkpoints.get(epoch)
+        print(f"best trial: {best.trial_id} epoch {epoch}: {outcome.metric}="
+              f"{best.best[outcome.metric]:.4g} val_acc={best.best['val_acc']:.3f} "
+              f"{format_params(best.params)}", file=out)
+        print(f"best checkpoint: {ckpt.path if ckpt else '(not kept)'}", file=out)
+        if (outcome.metric, outcome.mode) == OVERFIT_METRIC:  # the target `overfit`
+            curve = overfit_curve(best.history)
+            if curve is not None:
+                print("\n".join(overfit_lines(best.trial_id, curve)), file=out)
+    print(f"experiment: {outcome.exp_dir}", file=out)
+    print(f"tensorboard --logdir {outcome.exp_dir}", file=out)
+    if outcome.study:
+        print(f"optuna-dashboard {outcome.study}", file=out)
+
+
+def _search_header(space: SearchSpace, exp_dir: str) -> None:
+    """The line on stderr as a new search's trials start."""
+    starts = f", {len(space.start_from)} from start_from" if space.start_from else ""
+    _message(f"search: {space.num_samples} trials{starts} x <= {space.max_epochs} epochs, "
+             f"{space.max_concurrent} at a time, target {space.target} ({space.mode} "
+             f"{space.metric}); experiment {exp_dir}")
+
+
+def _resume_header(space: SearchSpace, exp_dir: str) -> None:
+    """The line on stderr as a resumed search's trials continue."""
+    _message(f"resume: {exp_dir}, {space.num_samples} trials x <= {space.max_epochs} epochs, "
+             f"target {space.target}")
+
+
 def apply_overrides(space: SearchSpace, num_samples: int | None,
                     max_epochs: int | None) -> SearchSpace:
-    """--num-samples / --max-epochs on a loaded space (grace_period shrinks with max_epochs)."""
+    """--num-samples / --max-epochs (checked by `check_flags`) on a loaded space
+    (grace_period shrinks with max_epochs)."""
     if num_samples is not None:
-        if num_samples < 1:
-            raise ConfigError(f"--num-samples: must be >= 1, got {num_samples}")
         space = space.replace(num_samples=num_samples)
     if max_epochs is not None:
-        if max_epochs < 1:
-            raise ConfigError(f"--max-epochs: must be >= 1, got {max_epochs}")
         space = space.replace(max_epochs=max_epochs,
                               grace_period=min(space.grace_period, max_epochs))
     return space
@@ -224,10 +306,10 @@ def run_export(args: argparse.Namespace) -> int:
         return export_smoke_test()
     if args.experiment is None or args.out is None:
         raise ConfigError("usage: countnet export EXPERIMENT_DIR --out BUNDLE_DIR")
-    if args.confirm_seeds < 0:
-        raise ConfigError(f"--confirm-seeds: must be >= 0, got {args.confirm_seeds}")
+    check_flags(args)
     exported = export_best(args.experiment, args.out, metric=args.metric, mode=args.mode,
-                           confirm_seeds=args.confirm_seeds, force=args.force, log=_say)
+                           confirm_seeds=args.confirm_seeds, force=args.force, log=_say,
+                           epoch_choice=args.epoch)
     for line in exported.lines:
         _say(line)
     return 0

@@ -1,10 +1,15 @@
-"""Connecting to Ray, and refusing trial requests that no node of the cluster can ever run."""
+"""Connecting to Ray for a search (quietly unless -v), and refusing trial requests that no node
+of the cluster can ever run."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import optuna
 import ray
 import yaml
 
@@ -19,6 +24,13 @@ BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 GLOBAL_CHECKPOINT_S = "3"
 TOKEN_FIX = ("set RAY_AUTH_MODE=token and the cluster's token (~/.ray/auth_token, "
              "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN)")
+# Ray's own output engine prints its experiment box and a tensorboard hint into its session
+# directory even at verbose=0; its legacy engine prints nothing at verbose=0. Set while a quiet
+# search runs (Ray reads it when the run starts).
+LEGACY_OUTPUT_ENV = {"RAY_AIR_NEW_OUTPUT": "0"}
+# On Ctrl+C Ray's tune.run logs a "Resume experiment with: Tuner.restore(...)" warning; countnet
+# prints its own `--resume` command. Raised to ERROR while a quiet search runs.
+RAY_TUNE_RUN_LOGGER = "ray.tune.tune"
 
 
 class ResourceError(ConfigError):
@@ -75,3 +87,46 @@ def check_resources(cpu: float, gpu: float) -> None:
         largest = ", ".join(f"{n.get('CPU', 0):g} CPU + {n.get('GPU', 0):g} GPU" for n in nodes)
         raise ResourceError(f"resources_per_trial: {cpu:g} CPU + {gpu:g} GPU per trial, but no "
                             f"node has that much (nodes: {largest})")
+
+
+@contextlib.contextmanager
+def quiet_logs(verbose: int) -> Iterator[None]:
+    """With verbose 0: Ray's legacy (silent) output engine, Optuna's INFO lines off, and Ray
+    Tune's "Tuner.restore" hint after Ctrl+C off (countnet prints its own --resume command)."""
+    if verbose:
+        yield
+        return
+    optuna_level = optuna.logging.get_verbosity()
+    tune_logger = logging.getLogger(RAY_TUNE_RUN_LOGGER)
+    tune_level = tune_logger.level
+    saved = {k: os.environ.get(k) for k in LEGACY_OUTPUT_ENV}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in RDB ..."
+    tune_logger.setLevel(logging.ERROR)
+    os.environ.update(LEGACY_OUTPUT_ENV)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(optuna_level)
+        tune_logger.setLevel(tune_level)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, verbose: int) -> Iterator[None]:
+    """Ray for one search or resume: joined (address) or started here, and shut down after only
+    when started here; with verbose 0 the logs are quiet (`quiet_logs`) and the workers' output
+    stays in Ray's log files (they print Ray's "Checkpoint successfully created at: ..." for
+    every epoch of every trial, and shutdown noise; a failed trial is still reported by
+    tune.progress and the final table, with its error.txt).
+    """
+    with quiet_logs(verbose):
+        started = connect(address, log_to_driver=verbose > 0)
+        try:
+            yield
+        finally:
+            if started:
+                ray.shutdown()

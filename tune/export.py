@@ -12,19 +12,24 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from countnet import suite
 from countnet.bundle import BUNDLE_OUTPUT, write_bundle
-from countnet.checkpoint import load_checkpoint
+from countnet.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from countnet.config import ConfigError, TrainConfig
-from countnet.formatting import nan_to_null
+from countnet.experiment import Trial
+from countnet.formatting import format_params, nan_to_null
 from countnet.outdir import check_out_dir
+from countnet.overfit_curve import OVERFIT_TARGET, OverfitCurve, overfit_curve, overfit_lines
 from countnet.train import METRIC_KEYS, Diverged, fit
-from tune.results import TrialSummary, best_result, load_trials, read_search_info
+from tune.results import best_result, load_trials, read_search_info
 from tune.storage import normalise
+from tune.trainable import BEST_VAL_DIR
+
+BEST_EPOCH, BEST_VAL = "best", "best-val"  # `countnet export --epoch`
 
 
 @dataclass(frozen=True)
@@ -38,13 +43,19 @@ class Exported:
 
 def export_best(exp_dir: str | Path, out_dir: str | Path, *, metric: str | None = None,
                 mode: str | None = None, confirm_seeds: int = 0, force: bool = False,
-                flag: str = "--out", log: Callable[[str], None] | None = None) -> Exported:
+                flag: str = "--out", log: Callable[[str], None] | None = None,
+                epoch_choice: str = BEST_EPOCH) -> Exported:
     """Write the bundle of the best (trial, epoch); return its metrics.json content and the
     lines that report it.
 
     A non-empty `out_dir` is refused before any work unless `force` (then an earlier bundle is
     replaced whole). The bundle is staged and renamed into place (`write_bundle`). `log`, when
     given, gets a line per confirm seed as each finishes (retraining takes a while).
+
+    Args:
+        epoch_choice: BEST_EPOCH, the best epoch by the metric; or BEST_VAL ("best-val"), the
+            picked trial's min-val_loss epoch (an overfit search keeps its checkpoint; when
+            none was kept, ConfigError).
     """
     check_out_dir(out_dir, force=force, kind=BUNDLE_OUTPUT, flag=flag)
     info = read_search_info(exp_dir)
@@ -53,19 +64,27 @@ def export_best(exp_dir: str | Path, out_dir: str | Path, *, metric: str | None 
     trial, row, checkpoint = pick_best(exp_dir, trials, metric, mode)
     note = unkept_best_note(trials, row, metric, mode)
     lines = [] if note is None else [note]
+    curve = overfit_curve(trial.history)
+    ckpt_path = checkpoint.path
+    if epoch_choice == BEST_VAL:
+        row, state, ckpt_path = best_val_state(trial, checkpoint, curve)
+    else:
+        with checkpoint.as_directory() as local:  # downloads when the experiment is remote
+            state = load_checkpoint(local)
     epoch = int(row["epoch"])
-    with checkpoint.as_directory() as local:  # downloads when the experiment is remote
-        state = load_checkpoint(local)
     if int(state["epoch"]) != epoch:  # Ray's bookkeeping and the file must agree
         raise ConfigError(f"{checkpoint.path}: holds epoch {state['epoch']}, expected {epoch}")
     cfg = TrainConfig.from_dict(state["config"])
     metrics: dict[str, Any] = {
         "trial_id": trial.trial_id, "epoch": epoch, "metrics": row,
         "target": info.get("target"), "metric": metric, "mode": mode,
-        "experiment": normalise(exp_dir), "checkpoint": checkpoint.path, "searched": trial.params,
+        "experiment": normalise(exp_dir), "checkpoint": ckpt_path, "searched": trial.params,
         # Per-epoch metrics up to this epoch: `countnet diagnose BUNDLE` needs the printed losses.
         "history": [dict(h) for h in state["history"]],
     }
+    if info.get("target") == OVERFIT_TARGET and curve is not None:  # both epochs
+        metrics.update(exported_epoch=epoch, min_val_epoch=curve.min_val_epoch,
+                       epoch_choice=epoch_choice, overfit_curve=nan_to_null(asdict(curve)))
     if confirm_seeds:
         metrics["confirm_seeds"] = confirm(cfg, epoch, confirm_seeds, log=log)
     if suite.applies(cfg):  # the shift suite's figures, so that a search can rank by them
@@ -73,6 +92,8 @@ def export_best(exp_dir: str | Path, out_dir: str | Path, *, metric: str | None 
     write_bundle(out_dir, state["model"], cfg, metrics)
     lines.append(f"exported trial {trial.trial_id} epoch {epoch} ({metric}={row[metric]:.4g}, "
                  f"val_acc={row['val_acc']:.3f}) to {out_dir}")
+    if info.get("target") == OVERFIT_TARGET and curve is not None:
+        lines += overfit_export_lines(trial, epoch, curve)
     if "suite" in metrics:  # data the search never saw: the held-out test split and the shifts
         lines.append(f"the winner on held-out data, {metrics['suite']['n_per_set']} images per "
                      f"set (metrics.json \"suite\"):")
@@ -80,6 +101,58 @@ def export_best(exp_dir: str | Path, out_dir: str | Path, *, metric: str | None 
     if confirm_seeds:
         lines.append(confirm_line(metrics["confirm_seeds"], row))
     return Exported(metrics, lines)
+
+
+def overfit_export_lines(trial: Trial, epoch: int, curve: OverfitCurve) -> list[str]:
+    """What an overfit export holds: the most overfit trial, its config, both epochs.
+
+    Args:
+        trial: the exported trial.
+        epoch: the exported epoch.
+        curve: the trial's overfit figures.
+    """
+    twin = ("this is that epoch (the early-stopped twin)" if epoch == curve.min_val_epoch
+            else f"export it with --epoch {BEST_VAL} (the early-stopped twin)")
+    return [f"the most overfit trial: {trial.trial_id}, config {format_params(trial.params)}",
+            *overfit_lines(trial.trial_id, curve),
+            f"its min val_loss epoch: {curve.min_val_epoch}; {twin}"]
+
+
+def best_val_state(trial: Trial, checkpoint: Any,
+                   curve: OverfitCurve | None) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The row, checkpoint state and checkpoint path of `trial`'s min-val_loss epoch.
+
+    It is the checkpoint Ray kept for that epoch, or the copy an overfit search keeps inside
+    every checkpoint (`best_val/`, see `tune.trainable.train_countnet_overfit`).
+
+    Args:
+        trial: the picked trial.
+        checkpoint: its picked (best by the target) checkpoint.
+        curve: its overfit figures (None: no finite epoch).
+
+    Raises:
+        ConfigError: that epoch's checkpoint was not kept.
+    """
+    if curve is None:
+        raise ConfigError(f"--epoch {BEST_VAL}: trial {trial.trial_id} has no finite val_loss")
+    want = curve.min_val_epoch
+    row = next(r for r in trial.history if int(r["epoch"]) == want)
+    candidates = [(trial.checkpoints[want], None)] if want in trial.checkpoints else []
+    # The copy inside a checkpoint holds the min as of that epoch: try the picked one, then the
+    # others Ray kept (the latest among them holds the trial's overall min).
+    kept = [checkpoint, *(trial.checkpoints[e] for e in sorted(trial.checkpoints, reverse=True))]
+    candidates += [(c, BEST_VAL_DIR) for c in kept]
+    for ckpt, sub in candidates:
+        with ckpt.as_directory() as local:
+            path = Path(local) / sub if sub else Path(local)
+            if not (path / CHECKPOINT_FILE).is_file():
+                continue
+            state = load_checkpoint(path)
+        if int(state["epoch"]) == want:
+            return row, state, f"{ckpt.path}/{sub}" if sub else ckpt.path
+    raise ConfigError(f"--epoch {BEST_VAL}: the checkpoint of trial {trial.trial_id}'s min "
+                      f"val_loss epoch {want} was not kept (only an overfit search made with "
+                      f"this version keeps it)")
 
 
 def confirm_line(confirmed: dict[str, Any], row: dict[str, Any]) -> str:
@@ -92,14 +165,14 @@ def confirm_line(confirmed: dict[str, Any], row: dict[str, Any]) -> str:
             f"{row['val_acc']:.3f})")
 
 
-def pick_best(exp_dir: str | Path, trials: list[TrialSummary], metric: str,
-              mode: str) -> tuple[TrialSummary, dict[str, Any], Any]:
+def pick_best(exp_dir: str | Path, trials: list[Trial], metric: str,
+              mode: str) -> tuple[Trial, dict[str, Any], Any]:
     """The best (trial, epoch row, checkpoint): Ray's choice (`best_result`). It may not be the
     best epoch by `metric` overall (`unkept_best_note` says when)."""
     return best_result(exp_dir, trials, metric, mode)
 
 
-def unkept_best_note(trials: list[TrialSummary], row: dict[str, Any], metric: str,
+def unkept_best_note(trials: list[Trial], row: dict[str, Any], metric: str,
                      mode: str) -> str | None:
     """A note when the best epoch by `metric` is not the picked `row`: its checkpoint was not
     kept (ranking by another metric than Ray kept them by). None when it is."""

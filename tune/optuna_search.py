@@ -16,9 +16,9 @@ from typing import Any
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-logger = logging.getLogger(__name__)
+from countnet.experiment import DIVERGED_KEY  # set True by the trainable on a non-finite epoch
 
-DIVERGED_KEY = "diverged"  # set True by the trainable on the epoch whose loss went non-finite
+logger = logging.getLogger(__name__)
 
 
 class PruningAwareOptunaSearch(OptunaSearch):

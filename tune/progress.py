@@ -16,7 +16,6 @@ the one `countnet export` would take. Lines are written to stderr (messages); th
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,13 +23,18 @@ from typing import Any
 
 from ray.tune import Callback
 
-from countnet.formatting import is_finite
-from tune.optuna_search import DIVERGED_KEY
-from tune.results import format_params
+from countnet.experiment import (
+    DIVERGED_KEY,
+    ERROR_FILE,
+    RESULT_FILE,
+    STEP,
+    TERMINATED,
+    make_trial,
+    read_rows,
+)
+from countnet.formatting import format_params, is_finite
 
-STEP_KEY = "epoch"
-RESULT_FILE = "result.json"  # Ray's per-trial JSON lines
-ERROR_FILE = "error.txt"  # Ray's traceback of a failed trial, in its trial directory
+STEP_KEY = STEP
 
 
 class SearchProgress(Callback):
@@ -89,11 +93,14 @@ class SearchProgress(Callback):
         last = dict(trial.last_result or {})
         self._update(trial.trial_id, last)
         self._done.add(trial.trial_id)
-        epochs = int(last.get(STEP_KEY, 0))
-        planned = int(trial.config.get("epochs", self.max_epochs))
-        if last.get(DIVERGED_KEY):
+        # The one trial model (countnet.experiment), from the last result: it ended cleanly.
+        ended = make_trial(trial.trial_id, trial.path, TERMINATED, dict(trial.config), {}, [last],
+                           self.metric, self.mode,
+                           planned=int(trial.config.get("epochs", self.max_epochs)))
+        epochs, planned = ended.epochs_run, ended.planned
+        if ended.diverged:
             what = f"diverged at epoch {epochs} (non-finite loss)"
-        elif epochs < planned:
+        elif ended.stopped_early:
             what = f"stopped early at epoch {epochs}/{planned}{self._own_best(trial.trial_id)}"
         else:
             what = f"finished {epochs}/{planned} epochs{self._own_best(trial.trial_id)}"
@@ -159,11 +166,10 @@ def elapsed(seconds: float) -> str:
 
 
 def _results(trial: Any) -> list[dict[str, Any]]:
-    """The rows Ray wrote for a trial (its result.json in the experiment); [] if unreadable."""
+    """The rows Ray wrote for a trial (its result.json in the experiment, else the driver's
+    staging copy); [] when neither is there."""
     for base in (trial.path, trial.local_path):
-        try:
-            text = (Path(base) / RESULT_FILE).read_text()
-        except (OSError, TypeError):
-            continue
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = None if base is None else read_rows(Path(base) / RESULT_FILE)
+        if rows is not None:
+            return rows
     return []

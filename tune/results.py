@@ -1,66 +1,35 @@
-"""Reading a finished (or interrupted) experiment directory: per-trial histories and the best.
+"""Reading a finished (or interrupted) experiment directory: its trials, and the best checkpoint.
 
-Everything is read back with Ray's own `ExperimentAnalysis`/`ResultGrid` from the files Ray wrote,
-so `countnet export` works on a machine where no Ray cluster is running. A trial's best epoch is
-the best finite value of the metric over all its epochs; diverged trials are never "best".
+The trials are countnet's own model (`countnet.experiment.Trial`), built from each trial's
+result.json rows by the same Ray-free functions `countnet report` uses (one row per epoch, the
+best epoch, the outcome). Only what needs Ray is read here, through Ray's own
+`ExperimentAnalysis`/`ResultGrid` and from the files Ray wrote (so `countnet export` works on a
+machine where no Ray cluster is running): the list of trials, their status and sampled values
+(Ray's experiment state), and the checkpoints Ray kept. The files may be local or in cloud
+storage (`tune.storage`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ray.tune import Checkpoint, ExperimentAnalysis, ResultGrid
 
 from countnet.checkpoint import CHECKPOINT_FILE
 from countnet.config import ConfigError
-from countnet.formatting import fmt_number, is_finite
+from countnet.experiment import (
+    RESULT_FILE,
+    SEARCH_INFO_FILE,
+    Trial,
+    make_trial,
+    parse_rows,
+    rank,
+)
+from countnet.formatting import fmt_number, format_params
 from countnet.train import METRIC_KEYS
-from tune.optuna_search import DIVERGED_KEY
 from tune.storage import is_uri, normalise, read_text
-
-SEARCH_INFO_FILE = "countnet_search.json"  # target, metric, mode, seed, space: written by search
-STUDY_FILE = "optuna.db"  # the Optuna study (SQLite) in the experiment directory
-
-
-@dataclass
-class TrialSummary:
-    """One trial as the table and the export see it."""
-
-    trial_id: str
-    path: str
-    status: str  # Ray's: TERMINATED, ERROR, RUNNING, PENDING, PAUSED
-    params: dict[str, Any]  # the searched values
-    config: dict[str, Any]  # the whole trial config
-    history: list[dict[str, Any]]  # one row per epoch: METRIC_KEYS + diverged
-    checkpoints: dict[int, Checkpoint] = field(default_factory=dict)  # epoch -> kept checkpoint
-    best: dict[str, Any] | None = None  # the history row with the best metric value
-
-    @property
-    def epochs_run(self) -> int:
-        return int(self.history[-1]["epoch"]) if self.history else 0
-
-    @property
-    def diverged(self) -> bool:
-        return any(row.get(DIVERGED_KEY) is True for row in self.history)
-
-    @property
-    def stopped_early(self) -> bool:
-        """Ended cleanly before its planned epochs: ASHA stopped it."""
-        planned = int(self.config.get("epochs", 0))
-        return self.status == "TERMINATED" and not self.diverged and self.epochs_run < planned
-
-    @property
-    def outcome(self) -> str:
-        if self.diverged:
-            return "diverged"
-        if self.status == "ERROR":
-            return "error"
-        if self.stopped_early:
-            return f"stopped@{self.epochs_run}"
-        return "complete" if self.status == "TERMINATED" else self.status.lower()
 
 
 def read_search_info(exp_dir: str | Path) -> dict[str, Any]:
@@ -95,8 +64,9 @@ def read_search_info(exp_dir: str | Path) -> dict[str, Any]:
     return info
 
 
-def load_trials(exp_dir: str | Path, metric: str, mode: str) -> list[TrialSummary]:
-    """Every trial of an experiment directory, each with its best epoch by `metric`."""
+def load_trials(exp_dir: str | Path, metric: str, mode: str) -> list[Trial]:
+    """Every trial Ray knows of in an experiment directory, each with its best epoch by
+    `metric` and the checkpoints Ray kept (`Trial.checkpoints`)."""
     exp = normalise(exp_dir)
     local = not is_uri(exp)
     if local and not any(Path(exp).glob("experiment_state-*.json")):
@@ -106,35 +76,22 @@ def load_trials(exp_dir: str | Path, metric: str, mode: str) -> list[TrialSummar
     out = []
     for trial in analysis.trials:
         result = results.get(trial.path)
-        dfs = analysis.trial_dataframes  # keyed by trial id in Ray 2.60 (by path before)
-        df = dfs.get(trial.trial_id, dfs.get(trial.path))
-        rows = [] if df is None else df.to_dict("records")
-        history = [{k: _native(row[k]) for k in (*METRIC_KEYS, DIVERGED_KEY) if k in row}
-                   for row in rows]
+        # trial.path is a path on the storage's filesystem (no s3:// scheme): the trial's
+        # result.json is read under the experiment's own location.
+        where = f"{exp}/{PurePosixPath(trial.path).name}/{RESULT_FILE}"
+        text = read_text(where)
         kept = {} if result is None else {
             int(m["epoch"]): c for c, m in result.best_checkpoints
             if "epoch" in m and (not local or (Path(c.path) / CHECKPOINT_FILE).is_file())}
-        summary = TrialSummary(trial.trial_id, trial.path, str(trial.status),
-                               dict(trial.evaluated_params or {}), dict(trial.config), history,
-                               kept)
-        summary.best = best_row(summary.history, metric, mode)
-        out.append(summary)
+        out.append(make_trial(trial.trial_id, trial.path, str(trial.status), dict(trial.config),
+                              dict(trial.evaluated_params or {}),
+                              [] if text is None else parse_rows(text, where), metric, mode,
+                              checkpoints=kept))
     return out
 
 
-def best_row(history: list[dict[str, Any]], metric: str, mode: str,
-             epochs: set[int] | None = None) -> dict[str, Any] | None:
-    """The row with the best finite `metric` (optionally only among `epochs`)."""
-    rows = [r for r in history if is_finite(r.get(metric)) and r.get(DIVERGED_KEY) is not True
-            and (epochs is None or int(r["epoch"]) in epochs)]
-    if not rows:
-        return None
-    pick = min if mode == "min" else max
-    return pick(rows, key=lambda r: r[metric])
-
-
-def best_result(exp_dir: str | Path, trials: list[TrialSummary], metric: str,
-                mode: str) -> tuple[TrialSummary, dict[str, Any], Checkpoint]:
+def best_result(exp_dir: str | Path, trials: list[Trial], metric: str,
+                mode: str) -> tuple[Trial, dict[str, Any], Checkpoint]:
     """The best trial, its best kept checkpoint and that epoch's row, as Ray's result API picks.
 
     Ray's `ResultGrid.get_best_result(scope="all", filter_nan_and_inf=True)` ranks each trial by
@@ -178,13 +135,7 @@ def best_result(exp_dir: str | Path, trials: list[TrialSummary], metric: str,
     return trial, row, checkpoint
 
 
-def rank(trials: list[TrialSummary], metric: str, mode: str) -> list[TrialSummary]:
-    """Trials that can be best (not diverged, with a finite value), best first."""
-    ok = [t for t in trials if t.best is not None and not t.diverged]
-    return sorted(ok, key=lambda t: t.best[metric], reverse=mode == "max")
-
-
-def format_table(trials: list[TrialSummary], metric: str, mode: str, top: int = 10) -> str:
+def format_table(trials: list[Trial], metric: str, mode: str, top: int = 10) -> str:
     """The top trials by `metric` (values at each trial's best epoch), then the others."""
     ranked = rank(trials, metric, mode)
     others = [t for t in trials if t not in ranked]
@@ -205,14 +156,3 @@ def format_table(trials: list[TrialSummary], metric: str, mode: str, top: int = 
     head = (f"top {shown} of {len(ranked)} ranked trials by {metric} ({mode}) at their best "
             f"epoch; {len(others)} unranked (diverged, errored or without results)")
     return "\n".join([head, fmt.format(*cols), *(fmt.format(*r) for r in lines)])
-
-
-def format_params(params: dict[str, Any]) -> str:
-    """`lr=0.0031 width=16 ...` with short floats."""
-    return " ".join(f"{k}={fmt_number(v)}" for k, v in params.items())
-
-
-def _native(v: Any) -> Any:
-    """numpy scalars from pandas -> Python values (JSON-safe)."""
-    return v.item() if hasattr(v, "item") else v
-

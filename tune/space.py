@@ -1,4 +1,4 @@
-"""Search-space files: schema, validation, and the Optuna define-by-run function.
+"""Search-space files: schema and validation.
 
 A space is a YAML file:
 
@@ -34,6 +34,7 @@ takes its default. It must lie inside the space: every value within its `search`
 defaults is never worse than them, short of noise.
 
 Every mistake is found here, before Ray starts, as one SpaceError naming the file, key and reason.
+How a space is sampled (Optuna's define-by-run function) is `tune.optuna_space`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from countnet.config import (
     read_yaml,
     yaml_float,
 )
+from countnet.experiment import SWITCH_PREFIX  # Optuna parameter that turns `optional` on
 
 # target -> (metric, mode) for Ray Tune, ASHA, Optuna and checkpoint ranking.
 TARGETS = {"generalise": ("val_loss", "min"), "overfit": ("gap", "max")}
@@ -63,7 +65,6 @@ TOP_KEYS = ("target", "fixed", "search", "start_from", "scheduler", "num_samples
 PARAM_KEYS = ("type", "low", "high", "values", "when", "optional")
 SCHEDULER_KEYS = ("max_epochs", "grace_period", "reduction_factor")
 RESOURCE_KEYS = ("cpu", "gpu")
-SWITCH_PREFIX = "use_"  # Optuna parameter that turns an `optional` field on
 SCHEDULER_FIELD = "epochs"  # set from scheduler.max_epochs, never searched
 START_DEFAULTS = "defaults"  # a `start_from` entry: TrainConfig's defaults for every searched field
 
@@ -295,49 +296,6 @@ def check_configs(space: SearchSpace) -> None:
                 raise SpaceError(f"{space.path}: search.{prm.name}: {e}") from None
 
 
-class DefineByRun:
-    """The Optuna define-by-run function of a space: conditions are plain `if`s.
-
-    Ray's OptunaSearch records every `trial.suggest_*` call as the trial's config. A class, not a
-    closure, because Ray pickles the searcher (and this with it) to resume experiments.
-    """
-
-    def __init__(self, space: SearchSpace) -> None:
-        self.space = space
-
-    def __call__(self, trial: Any) -> None:
-        chosen: dict[str, Any] = {}
-        defaults = TrainConfig().to_dict()
-        for prm in self.space.params:
-            if not all(_current(f, chosen, self.space.fixed, defaults) in ok
-                       for f, ok in prm.when):
-                continue
-            if prm.optional and not trial.suggest_categorical(prm.switch, [False, True]):
-                continue
-            chosen[prm.name] = _suggest(trial, prm)
-
-
-def trial_config(config: dict[str, Any]) -> TrainConfig:
-    """A trial's TrainConfig from its Ray config: fixed + sampled values, switches dropped."""
-    fields = set(field_names())
-    values = {k: v for k, v in config.items()
-              if not (k.startswith(SWITCH_PREFIX) and k[len(SWITCH_PREFIX):] in fields)}
-    return TrainConfig.from_dict(values)
-
-
-def _suggest(trial: Any, prm: Param) -> Any:
-    if prm.type == "choice":
-        return trial.suggest_categorical(prm.name, list(prm.values))
-    if prm.type == "int":
-        return trial.suggest_int(prm.name, int(prm.low), int(prm.high))
-    return trial.suggest_float(prm.name, float(prm.low), float(prm.high),
-                               log=prm.type == "loguniform")
-
-
-def _current(field: str, chosen: dict, fixed: dict, defaults: dict) -> Any:
-    return chosen.get(field, fixed.get(field, defaults.get(field)))
-
-
 def _parse_param(name: Any, spec: Any, fixed: dict, fail: Callable) -> Param:
     key = f"search.{name}"
     _check_field(name, key, fail)
@@ -417,3 +375,14 @@ def _positive_int(value: Any, key: str, fail: Callable) -> int:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def __getattr__(name: str) -> Any:
+    """`tune.space.DefineByRun`, now `tune.optuna_space.DefineByRun`, for two readers: the
+    tuner.pkl of an experiment started before the move names it here (Ray unpickles it on
+    `--resume`), and bench/search_efficiency.py still imports it from here."""
+    if name == "DefineByRun":
+        from tune.optuna_space import DefineByRun
+
+        return DefineByRun
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

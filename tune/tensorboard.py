@@ -17,7 +17,6 @@ This subclass writes:
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,20 @@ from typing import Any
 from ray.tune.logger import TBXLoggerCallback
 from ray.tune.utils import flatten_dict
 
+from countnet.experiment import (
+    DIVERGED_KEY,
+    ERROR,
+    RESULT_FILE,
+    STEP,
+    TERMINATED,
+    make_trial,
+    read_rows,
+)
 from countnet.formatting import is_finite
 from countnet.train import METRIC_KEYS
-from tune.optuna_search import DIVERGED_KEY
-from tune.results import best_row
 from tune.storage import is_uri
 
-STEP_KEY = "epoch"
+STEP_KEY = STEP
 SCALAR_KEYS = tuple(k for k in METRIC_KEYS if k != STEP_KEY)
 # The best epoch's metrics shown as HParams metric columns (tag BEST_PREFIX + key).
 HPARAM_METRICS = ("val_loss", "val_acc", "val_mae", "val_off_by_one", "gap", "train_loss",
@@ -41,7 +47,6 @@ BEST_EPOCH_TAG = "best/epoch"
 EPOCHS_RUN_TAG = "epochs_run"
 STOPPED_TAG = "asha_stopped"  # 1: ended cleanly before its planned epochs (ASHA stopped it)
 DIVERGED_TAG = "diverged"
-RESULT_FILE = "result.json"  # Ray's per-trial JSON lines, one per reported epoch
 # TensorBoard's "Custom Scalars" tab: category -> chart -> (kind, tags).
 LAYOUT = {
     "countnet": {
@@ -108,7 +113,7 @@ class CountnetTBXLogger(TBXLoggerCallback):
             for base in (trial.local_path, trial.path):
                 if not base or is_uri(str(base)):
                     continue
-                for row in _read_results(Path(base) / RESULT_FILE):
+                for row in read_rows(Path(base) / RESULT_FILE) or []:
                     if STEP_KEY in row:
                         rows.setdefault(int(row[STEP_KEY]), row)
         return [rows[e] for e in sorted(rows)]
@@ -120,23 +125,25 @@ class CountnetTBXLogger(TBXLoggerCallback):
         from tensorboardX.summary import hparams
 
         epochs_run = int(rows[-1][STEP_KEY])
-        diverged = any(r.get(DIVERGED_KEY) is True for r in rows)
-        planned = int(trial.config.get("epochs", epochs_run))
+        # The one trial model (countnet.experiment): best epoch, diverged, stopped early.
+        record = make_trial(trial.trial_id, trial.path, ERROR if failed else TERMINATED,
+                             dict(trial.config), {}, rows, self.metric, self.mode,
+                             planned=int(trial.config.get("epochs", epochs_run)))
         metrics: dict[str, float] = {}
-        best = best_row(rows, self.metric, self.mode)
-        if best is not None and not diverged:
+        best = record.best
+        if best is not None and not record.diverged:
             metrics.update({BEST_PREFIX + k: float(best[k]) for k in HPARAM_METRICS
                             if is_finite(best.get(k))})
             metrics[BEST_EPOCH_TAG] = float(best[STEP_KEY])
         metrics[EPOCHS_RUN_TAG] = float(epochs_run)
-        metrics[STOPPED_TAG] = float(not failed and not diverged and epochs_run < planned)
-        metrics[DIVERGED_TAG] = float(diverged)
+        metrics[STOPPED_TAG] = float(record.stopped_early)
+        metrics[DIVERGED_TAG] = float(record.diverged)
         writer = self._trial_writer[trial]
         for tag, value in metrics.items():  # the values the HParams view shows
             writer.add_scalar(tag, value, global_step=epochs_run)
         experiment, start, end = hparams(hparam_dict=_hparam_values(trial.config),
                                          metric_dict=metrics)
-        if failed or diverged:
+        if failed or record.diverged:
             content = HParamsPluginData(
                 session_end_info=SessionEndInfo(status=Status.Value("STATUS_FAILURE")),
                 version=0)
@@ -157,13 +164,3 @@ def _hparam_values(config: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, (list, tuple)) or value is None:
             out[key] = str(value)
     return out
-
-
-def _read_results(path: Path) -> list[dict[str, Any]]:
-    """Ray's result.json rows; [] when the file is missing (e.g. cloud-only storage)."""
-    try:
-        text = path.read_text()
-    except OSError:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-

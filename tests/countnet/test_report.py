@@ -19,6 +19,8 @@ import pytest
 from PIL import Image
 
 from countnet.cli import main
+from countnet.experiment import load_experiment
+from countnet.importances import param_importances, study_points
 from countnet.report import (
     PNG_CURVES,
     PNG_ERRORS,
@@ -26,9 +28,6 @@ from countnet.report import (
     PNG_IMPORTANCES,
     REPORT_MD,
     TRIALS_CSV,
-    load_experiment,
-    param_importances,
-    study_points,
     write_report,
 )
 from countnet.rung_report import PNG_RUNGS
@@ -165,7 +164,7 @@ def test_importances_use_pruned_trials() -> None:
 
 def test_importances_of_a_report_include_stopped_trials(tmp_path) -> None:
     exp = load_experiment(_experiment(tmp_path))
-    points = [(t.params, t.best["val_loss"]) for t in exp.ranked()]
+    points = [(exp.effective_params(t), t.best["val_loss"]) for t in exp.ranked()]
     assert len(points) == 5  # 2 complete + 3 stopped early; the diverged one has no value
     result = param_importances(points, "min", exp.search)
     assert {"lr", "batch_size", "dropout"} <= set(result)

@@ -17,8 +17,8 @@ import torch
 
 from countnet.checkpoint import load_checkpoint
 from countnet.cli import main
+from countnet.experiment import SEARCH_INFO_FILE, rank
 from tune.export import export_best, unkept_best_note
-from tune.results import SEARCH_INFO_FILE, rank
 
 
 @pytest.fixture(scope="module")

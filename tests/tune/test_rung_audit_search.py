@@ -16,8 +16,8 @@ from countnet.report import write_report
 from countnet.rung_audit import audit_rungs, rung_milestones
 from countnet.rung_report import PNG_RUNGS
 from tests.countnet.test_report import _assert_png
+from tune.cli import print_summary
 from tune.scheduler import StartFromASHA
-from tune.search import print_summary
 
 # MAIN_SPACE's ASHA: grace 1, factor 2, max_t 4: rungs at epochs 1 and 2 (the one at 4 = max_t
 # stops nothing).

@@ -8,8 +8,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from countnet.experiment import STUDY_FILE
 from tests.tune.conftest import MAIN_SPACE
-from tune.results import STUDY_FILE
 from tune.sampler import startup_trials
 from tune.search import make_searcher
 from tune.space import parse_space

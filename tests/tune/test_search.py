@@ -10,9 +10,9 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from countnet.experiment import STUDY_FILE
 from tests.tune.conftest import MAIN_SEED
 from tests.tune.test_sampler import TPE_PARAMS_ATTR
-from tune.results import STUDY_FILE
 from tune.sampler import startup_trials
 from tune.search import make_searcher
 

@@ -18,7 +18,8 @@ import yaml
 from countnet.cli import main
 from countnet.config import field_names
 from tests.tune.conftest import MAIN_SPACE, write_space
-from tune.space import DefineByRun, SearchSpace, load_space, parse_space, trial_config
+from tune.optuna_space import DefineByRun, trial_config
+from tune.space import SearchSpace, load_space, parse_space
 
 SHIPPED = sorted(p.name for p in files("search_spaces").iterdir() if p.name.endswith(".yaml"))
 

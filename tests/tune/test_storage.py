@@ -9,8 +9,8 @@ from pathlib import Path
 import optuna
 
 from countnet.cli import main
+from countnet.experiment import SEARCH_INFO_FILE, STUDY_FILE
 from tests.tune.conftest import TINY, write_space
-from tune.results import SEARCH_INFO_FILE, STUDY_FILE
 
 SPACE = {
     "target": "generalise",
