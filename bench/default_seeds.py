@@ -1,4 +1,4 @@
-"""Bench: issue 9's headline goal. The default config, trained with seeds 0, 1, 2, and scored.
+"""Bench: the default config, trained with seeds 0, 1, 2, and scored (issue 17, goal 3).
 
     python bench/default_seeds.py [--quick | --tiny] [--seeds 0,1,2] [--device cpu|cuda]
                                   [--out-dir DIR]
@@ -14,15 +14,18 @@ For each seed s, in this process, one after another:
    `synthetic_split(cfg, cfg.data_seed, "test", ...)`, predicted in the run's precision and layout
    (`precision.fast_path`), figures from `countnet.evaluate.score` (exact-count accuracy, off by
    one, MAE, bias);
-3. score it on the shift suite: `countnet.suite.run_suite(best checkpoint, n_per_set=500)`,
+3. score it on the shift suite: `countnet.suite.run_suite(best checkpoint, n_per_set=1000)`,
    which writes the sets as PNG files and reads them back as photos would be.
 Printed: one row per seed (test acc, each suite set's acc, wall minutes), mean +- std over seeds,
 the hardest set, and each goal.
 
-Goals (issue 9, section 4), for every seed: test acc >= 0.98; every suite set >= 0.95; training
-wall <= 5 min on a CPU with native bf16 (`precision: auto` -> bf16; also used on CUDA) and
-<= 12 min on an fp32-only CPU. `ratio` is the smallest of (figure / its goal) over the seeds and
-goals, wall time as (limit / wall): >= 1 exactly when every goal is met.
+Goals (issue 17, goal 3), for every seed: test acc >= 0.985; every suite set >= 0.97 (but the
+`large` set: hundreds of objects an image, where exact counts are not the measure; its MAE and
+bias are printed, and bench/large_scenes.py scores its relative error); training wall <= 3 min
+on a CPU with
+native bf16 (`precision: auto` -> bf16; also used on CUDA) and <= 12 min on an fp32-only CPU.
+`ratio` is the smallest of (figure / its goal) over the seeds and goals, wall time as
+(limit / wall): >= 1 exactly when every goal is met.
 """
 
 from __future__ import annotations
@@ -45,20 +48,21 @@ from countnet.config import TrainConfig
 from countnet.datasets import clear_cache, synthetic_split
 from countnet.evaluate import score, summary
 from countnet.precision import fast_path, resolve
-from countnet.suite import SUITE_SETS, hardest, run_suite, suite_table
+from countnet.suite import NATIVE_SETS, SUITE_SETS, hardest, run_suite, suite_table
 from countnet.train import fit, pick_device, predict, set_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper `report`, when imported
 from report import headline, machine, mean_std, write_result
 
 NAME = "default_seeds"
-GOAL_TEST = 0.98  # exact-count accuracy on the in-distribution test split
-GOAL_SUITE = 0.95  # on every set of the shift suite
-GOAL_WALL_MIN = {"bf16": 5.0, "fp32": 12.0}  # minutes per training run, by resolved precision
-GOAL = ("every seed: test acc >= 0.98, every shift-suite set >= 0.95, training wall <= 5 min "
-        "(bf16) / 12 min (fp32-only CPU); ratio = smallest figure/goal (>= 1 when all met)")
+GOAL_TEST = 0.985  # exact-count accuracy on the in-distribution test split
+GOAL_SUITE = 0.97  # on every set of the shift suite
+GOAL_WALL_MIN = {"bf16": 3.0, "fp32": 12.0}  # minutes per training run, by resolved precision
+GOAL = ("every seed: test acc >= 0.985, every shift-suite set but large >= 0.97, training "
+        "wall <= 3 min (bf16) / 12 min (fp32-only CPU); ratio = smallest figure/goal (>= 1 "
+        "when all met)")
 SEEDS = (0, 1, 2)
-SUITE_N = 500  # images per suite set (the issue's figure)
+SUITE_N = 1000  # images per suite set (the issue's figure)
 # size -> (config overrides, suite images per set)
 SIZES: dict[str, tuple[dict[str, Any], int]] = {
     "full": ({}, SUITE_N),  # the default TrainConfig
@@ -161,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     # One row per seed, then mean +- std over the seeds. "split": the test split (test_size
     # images, float tensors); the other columns are the suite's sets (PNG, n_per_set each).
     sets = [name for name in SUITE_SETS if name in runs[0]["suite"]]
+    scored = [name for name in sets if name not in NATIVE_SETS]  # exact-count accuracy goals
     print(f"split = the in-distribution test split ({base.test_size} images); then the shift "
           f"suite's sets ({n_per_set} PNG images each); exact-count accuracy. wall: data + "
           "training; suite: writing and scoring the suite, apart")
@@ -179,7 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{stat:>4} {mean['test_split'][stat]:6.3f} "
               + " ".join(f"{mean[f'suite/{n}'][stat]:8.3f}" for n in sets)
               + f" {mean['wall_min'][stat]:8.2f}")
-    hardest_set = min(sets, key=lambda n: mean[f"suite/{n}"]["mean"])
+    for n in sets:
+        if n in NATIVE_SETS:
+            print(f"{n}: MAE " + ", ".join(f"{r['suite'][n]['mae']:.2f}" for r in runs)
+                  + "; bias " + ", ".join(f"{r['suite'][n]['bias']:+.2f}" for r in runs)
+                  + " (per seed; not an exact-count goal)")
+    hardest_set = min(scored, key=lambda n: mean[f"suite/{n}"]["mean"])
     worst = mean[f"suite/{hardest_set}"]
     print(f"hardest suite set: {hardest_set} (mean acc {worst['mean']:.3f} +- "
           f"{worst['std']:.3f} over {len(runs)} seed(s); hardest per seed: "
@@ -189,14 +199,16 @@ def main(argv: list[str] | None = None) -> int:
     margins: dict[str, float] = {}
     for r in runs:
         margins[f"seed{r['seed']}/test_split"] = r["test_split"]["acc"] / GOAL_TEST
-        for n in sets:
+        for n in scored:
             margins[f"seed{r['seed']}/suite/{n}"] = r["suite"][n]["acc"] / GOAL_SUITE
         margins[f"seed{r['seed']}/wall"] = limit_min / max(r["wall_min"], 1e-9)
     binding = min(margins, key=margins.__getitem__)
     ratio = margins[binding]
     goals = {
-        "test_split_acc_ge_0.98": all(r["test_split"]["acc"] >= GOAL_TEST for r in runs),
-        "every_set_ge_0.95": all(r["suite"][n]["acc"] >= GOAL_SUITE for r in runs for n in sets),
+        f"test_split_acc_ge_{GOAL_TEST:g}": all(r["test_split"]["acc"] >= GOAL_TEST
+                                                for r in runs),
+        f"every_set_ge_{GOAL_SUITE:g}": all(r["suite"][n]["acc"] >= GOAL_SUITE for r in runs
+                                            for n in scored),
         f"wall_le_{limit_min:g}_min": all(r["wall_min"] <= limit_min for r in runs),
     }
     for k, v in goals.items():

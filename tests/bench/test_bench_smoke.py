@@ -102,6 +102,22 @@ def test_large_scenes_tiny(tmp_path) -> None:
     assert result["config"]["pool"] == "density"
 
 
+def test_memorise_tiny(tmp_path) -> None:
+    assert load_script("memorise").main(["--tiny", "--out-dir", str(tmp_path)]) == 0
+    result = check_result(tmp_path / "memorise-tiny.json")
+    run = result["runs"][0]
+    assert run["share"] == pytest.approx(run["train_loss_eval"] / run["baseline_mse"])
+
+
+def test_rank_fidelity_tiny(tmp_path) -> None:
+    assert load_script("rank_fidelity").main(["--tiny", "--recipes", "new", "--seeds", "0",
+                                               "--out-dir", str(tmp_path)]) == 0
+    result = check_result(tmp_path / "rank_fidelity-tiny.json")
+    configs = result["figures"]["new"]["0"]["configs"]
+    assert len(configs) == 3 and all(len(c["val_loss"]) == 3 for c in configs)
+    assert (tmp_path / "rank_fidelity-tiny.png").stat().st_size > 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["overhead", "trial_startup", "search_efficiency"])
 def test_ray_script_tiny(name, local_ray, tmp_path) -> None:
