@@ -20,7 +20,7 @@ search: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # One training run of the default config (figures: docs/benchmarks.md).
 train: $(STAMP)

@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     sync(device)
     render_splits_s = time.perf_counter() - t0
     precision = resolve(ecfg.precision, pick_device(ecfg))
-    epoch = fit(ecfg, splits=splits)[0]
+    epoch = fit(ecfg, splits=splits).history[0]
     train_s = ecfg.train_size / epoch["images_per_s"]  # the epoch's training part alone
     share = render_train_s / epoch["epoch_time_s"]
     run_share = render_splits_s / (TrainConfig().epochs * epoch["epoch_time_s"])

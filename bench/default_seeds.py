@@ -91,7 +91,7 @@ def train_best(cfg: TrainConfig, best_dir: Path) -> tuple[list[dict[str, float]]
 
     clear_cache()  # a fresh `countnet train` renders its data: so does each run here
     t0 = time.perf_counter()
-    history = fit(cfg, on_epoch_end)
+    history = fit(cfg, on_epoch_end).history
     return history, time.perf_counter() - t0, best["epoch"]
 
 

@@ -124,7 +124,7 @@ def throughput(size: dict[str, Any], device: str) -> dict[str, dict[str, Any]]:
             cfg = TrainConfig(model=model, device=device, **SMALL_EVAL).replace(**overrides,
                                                                                 **prec)
             sampler = UtilSampler()
-            rate = steady_rate(fit(cfg))
+            rate = steady_rate(fit(cfg).history)
             util = sampler.stop()
             out[f"{model}/{label}"] = {"images_per_s": rate, "nvidia_smi": util,
                                        "config": {**overrides, **prec}}

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = base.replace(seed=seed)
         clear_cache()
         t0 = time.perf_counter()
-        history = fit(cfg)
+        history = fit(cfg).history
         wall = time.perf_counter() - t0
         for h in history:
             if h["epoch"] % 10 == 0 or h["epoch"] == cfg.epochs:

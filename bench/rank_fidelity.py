@@ -74,7 +74,7 @@ def run_config(values: dict[str, Any]) -> tuple[list[dict[str, float]], float]:
     cfg = trial_config(values)
     clear_cache()
     t0 = time.perf_counter()
-    history = fit(cfg)
+    history = fit(cfg).history
     return history, time.perf_counter() - t0
 
 
@@ -91,6 +91,7 @@ def scatter(runs: dict[str, dict[int, list]], grace: int, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4.4), squeeze=False)
     for ax, (recipe, by_seed) in zip(axes[0], runs.items()):
@@ -102,6 +103,8 @@ def scatter(runs: dict[str, dict[int, list]], grace: int, path: Path) -> None:
                        + ("n/a" if rho is None else f"{rho:.2f}"), alpha=0.8)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # decade labels only: minor labels overlap
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"val_loss at epoch {grace} (ASHA's first rung)")
         ax.set_ylabel("best val_loss of the run")
         ax.set_title(f"recipe: {recipe}")

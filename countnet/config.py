@@ -205,6 +205,12 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("contrast_max: must be > 0, or objects are invisible")
     if cfg.image_size > MAX_IMAGE_SIZE:
         raise ConfigError(f"image_size: at most {MAX_IMAGE_SIZE} px, got {cfg.image_size}")
+    if not 0 <= cfg.crop_size <= MAX_IMAGE_SIZE:
+        raise ConfigError(f"crop_size: must be in [0, {MAX_IMAGE_SIZE}] px (0 = off), got "
+                          f"{cfg.crop_size}")
+    if cfg.crop_size and cfg.data == "synthetic":
+        raise ConfigError("crop_size: crops need box-annotated photos (data: carpk or folder), "
+                          "not data 'synthetic'")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"dropout: must be in [0, 1), got {cfg.dropout}")
     if not 0.0 < cfg.val_fraction < 1.0:

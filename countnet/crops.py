@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from countnet.boxes import Photo, carpk_photos, centres, folder_photos
-from countnet.config import MAX_IMAGE_SIZE, ConfigError, TrainConfig
+from countnet.config import TrainConfig
 from countnet.errors import DataError
 from countnet.folder import (
     Row,
@@ -33,23 +33,7 @@ from countnet.folder import (
     native_size,
 )
 
-CROP_DATA = ("carpk", "folder")  # the data kinds whose photos carry boxes
 CROP_STREAM = 7_919  # mixed into data_seed: the crops' random stream, apart from other uses
-
-
-def check_crop_config(cfg: TrainConfig) -> None:
-    """The rules of `crop_size`; raises ConfigError naming the field.
-
-    Args:
-        cfg: the run's config.
-    """
-    if cfg.crop_size < 0:
-        raise ConfigError(f"crop_size: must be >= 0 (0 = off), got {cfg.crop_size}")
-    if cfg.crop_size > MAX_IMAGE_SIZE:
-        raise ConfigError(f"crop_size: at most {MAX_IMAGE_SIZE} px, got {cfg.crop_size}")
-    if cfg.crop_size and cfg.data not in CROP_DATA:
-        raise ConfigError(f"crop_size: crops need box-annotated photos (data: "
-                          f"{' or '.join(CROP_DATA)}), not data {cfg.data!r}")
 
 
 def crop_count(box_centres: np.ndarray, left: int, top: int, size: int) -> int:
@@ -154,9 +138,9 @@ def load_crop_splits(cfg: TrainConfig) -> tuple[torch.Tensor, ...]:
     """train_x (train_size, C, crop, crop), train_y, val_x (M, C, H, W), val_y on the CPU.
 
     Args:
-        cfg: a config with crop_size > 0 and data carpk or folder.
+        cfg: a config with crop_size > 0 and data carpk or folder (`validate` checks
+            crop_size's range and data kind when the config is made).
     """
-    check_crop_config(cfg)
     root = Path(cfg.data_dir)
     train = draw_crops(training_photos(cfg), cfg.train_size, cfg.crop_size, cfg.channels,
                        cfg.data_seed)

@@ -22,6 +22,9 @@ validation set, `diagnose` measures:
 - (h) the split: count histograms, a bootstrap 95 % interval of the val loss and of the true gap,
   exact duplicate images across the splits.
 
+This module measures; `countnet.diagnose_report` puts a Diagnosis into words (the verdict and
+the plain-text table).
+
 The attribution is an identity, so the rows add up exactly to the printed difference:
 
     f - a = (f - r)                          epoch-average lag
@@ -61,8 +64,6 @@ DIAG_SEED = 1234  # subset choice, batch order, dropout masks and augmentation d
 DEFAULT_SAMPLES = 2000  # training samples measured, rounded down to whole batches
 BOOTSTRAP_ROUNDS = 2000
 CI_LEVEL = 0.95
-TOP_CAUSES = 3  # at most this many mechanisms named in the verdict
-CAUSE_SHARE = 0.8  # name mechanisms until they cover this share of the positive contributions
 
 DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
@@ -104,6 +105,8 @@ class Diagnosis:
 
     @property
     def verdict(self) -> str:
+        from countnet.diagnose_report import verdict_line  # the words; it imports this module
+
         return verdict_line(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,6 +116,8 @@ class Diagnosis:
 
     def table(self) -> str:
         """The plain-text report: measurements, attribution, split checks, verdict."""
+        from countnet.diagnose_report import format_report
+
         return format_report(self)
 
 
@@ -380,117 +385,6 @@ def diagnose(model: nn.Module, cfg: TrainConfig, splits: Splits,
                       "f_printed_train_loss": f, "g_weight_decay_penalty": g},
         printed_val_loss=printed_val, attribution=attribution, printed_difference=diff,
         true_gap=a - b, true_gap_ci95=gap_ci, val_loss_ci95=val_ci, split=split, notes=notes)
-
-
-# --- words ------------------------------------------------------------------------------------
-
-_CAUSE_WORDS = {
-    "lag": "the epoch-average lag (the printed loss averages batches while the weights moved)",
-    "averaging": "weight averaging (the printed loss is the trained weights', the val loss the "
-                 "averaged weights')",
-    "precision": "bf16 rounding of the training forward pass (evaluation is measured in fp32)",
-    "dropout": "dropout (active only in training)",
-    "batchnorm": "BatchNorm batch statistics (training uses per-batch statistics)",
-    "augmentation": "the augmentation (it makes the training images harder)",
-    "interaction": "the interaction of these train-mode effects",
-    "minus_true_gap": "a validation set that scores better than the training samples",
-}
-
-
-def _fmt(v: float | None, sign: bool = False, digits: int = 4) -> str:
-    if v is None:
-        return "n/a"
-    if not math.isfinite(v):
-        return str(v)
-    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
-
-
-def _digits(values: Sequence[float | None]) -> int:
-    """Decimals that show at least 3 significant digits of the largest value (4..8)."""
-    finite = [abs(v) for v in values if v is not None and math.isfinite(v) and v != 0]
-    if not finite:
-        return 4
-    return int(min(8, max(4, 2 - math.floor(math.log10(max(finite))))))
-
-
-def verdict_line(diag: Diagnosis) -> str:
-    """One sentence: why the printed train loss is where it is, and the true gap with its CI."""
-    gap = (f"the true generalisation gap (val - train, both in eval mode) is "
-           f"{diag.true_gap:+.4g} (95 % CI {diag.true_gap_ci95[0]:+.4g} .. "
-           f"{diag.true_gap_ci95[1]:+.4g})")
-    m = diag.measurements
-    f, a = m["f_printed_train_loss"], m["a_val_loss"]
-    if diag.attribution is None or f is None:
-        return f"the printed train loss is not recorded; {gap}"
-    if not (math.isfinite(f) and math.isfinite(a)):
-        return f"the losses are not finite (train {f}, val {a}); {gap}"
-    if f <= a:
-        return f"the printed train loss {f:.4g} is not above the val loss {a:.4g}; {gap}"
-    positive = sorted(((v, k) for k, v in diag.attribution.items() if v > 0), reverse=True)
-    total = sum(v for v, _ in positive)
-    causes, covered = [], 0.0
-    for v, k in positive[:TOP_CAUSES]:
-        causes.append(f"{_CAUSE_WORDS[k]} {v:+.4g}")
-        covered += v
-        if covered >= CAUSE_SHARE * total:
-            break
-    return (f"the printed train loss {f:.4g} is above the val loss {a:.4g} "
-            f"(by {f - a:+.4g}) because of {'; '.join(causes)}; {gap}")
-
-
-def format_report(diag: Diagnosis) -> str:
-    m = diag.measurements
-    vals = [v for v in m.values()] + list((diag.attribution or {}).values())
-    k = _digits(vals)
-    lines = [f"countnet diagnose {diag.source}".rstrip(),
-             f"weights of epoch {diag.epoch}; {diag.samples} fixed training samples in batches "
-             f"of {diag.batch_size}; {diag.split['val_size']} validation samples", "",
-             "measurements (loss of the run, same weights):"]
-    rows = [
-        ("(a)", "val, eval mode", m["a_val_loss"]),
-        ("(b)", "train, eval mode, no augmentation", m["b_train_eval"]),
-        ("(c)", "train, eval mode, with the run's augmentation", m["c_train_augmented"]),
-        ("(d)", "train, only Dropout in train mode", m["d_train_dropout"]),
-        ("(e)", "train, only BatchNorm in train mode", m["e_train_batchnorm"]),
-        ("(t)", f"train, the run's full training mode, {diag.precision}", m["t_train_mode"]),
-        ("(u)", "train, the run's full training mode, fp32", m["u_train_mode_fp32"]),
-        ("(r)", "(t) with the trained, not averaged, weights", m["r_train_mode_trained_weights"]),
-        ("(f)", "printed train loss (epoch mean of batch losses)", m["f_printed_train_loss"]),
-        ("(g)", "weight-decay penalty (not in the printed loss)", m["g_weight_decay_penalty"]),
-    ]
-    lines += [f"  {tag} {label:<50} {_fmt(v, digits=k):>12}" for tag, label, v in rows]
-    absent = [n for n, present in diag.mechanisms.items() if not present]
-    if absent:
-        lines.append(f"  not in this run's training mode (term exactly 0): {', '.join(absent)}")
-    lines.append("")
-    if diag.attribution is None:
-        lines.append("attribution: no printed train loss recorded (no history)")
-    else:
-        d = diag.printed_difference
-        lines.append("attribution of the printed difference (train - val):")
-        lines.append(f"  {'term':<36} {'formula':<20} {'value':>12} {'share':>8}")
-        for key, label, formula in TERMS:
-            v = diag.attribution[key]
-            share = f"{100 * v / d:7.1f}%" if d and math.isfinite(d) and d != 0 else "      -"
-            lines.append(f"  {label:<36} {formula:<20} {_fmt(v, True, k):>12} {share:>8}")
-        lines.append(f"  {'= printed train - val':<36} {'f - a':<20} {_fmt(d, True, k):>12}")
-        lines.append(f"  {'weight-decay penalty (shown only)':<36} {'(g)':<20} "
-                     f"{_fmt(m['g_weight_decay_penalty'], True, k):>12}")
-    s = diag.split
-    lines += ["", "the split (h):",
-              f"  val loss 95 % bootstrap CI: {_fmt(diag.val_loss_ci95[0], digits=k)} .. "
-              f"{_fmt(diag.val_loss_ci95[1], digits=k)}",
-              f"  true gap a - b: {_fmt(diag.true_gap, True, k)} (95 % CI "
-              f"{_fmt(diag.true_gap_ci95[0], True, k)} .. {_fmt(diag.true_gap_ci95[1], True, k)})",
-              f"  counts: train mean {s['train_count_mean']:.2f} var {s['train_count_var']:.2f}; "
-              f"val mean {s['val_count_mean']:.2f} var {s['val_count_var']:.2f}",
-              f"  train count histogram: {s['train_count_hist']}",
-              f"  val count histogram:   {s['val_count_hist']}",
-              f"  val images that are exact duplicates of training images: "
-              f"{s['val_duplicates_of_train']} of {s['val_size']}"]
-    lines += [f"note: {n}" for n in diag.notes]
-    lines += ["", f"verdict: {diag.verdict}"]
-    return "\n".join(lines)
 
 
 def short_verdict(history: Sequence[dict[str, Any]], model: nn.Module | None = None,

@@ -71,6 +71,9 @@ class Trial:
     # epoch -> the checkpoint kept for it: Ray's record (ray.tune.Checkpoint), filled by
     # tune.results; empty when read from the files alone.
     checkpoints: dict[int, Any] = field(default_factory=dict)
+    # Ray's latest kept checkpoint (`Result.checkpoint`), which `checkpoints` (the best by the
+    # target) may lack; None when read from the files alone.
+    latest_checkpoint: Any = None
 
     @property
     def epochs_run(self) -> int:
@@ -100,7 +103,8 @@ class Trial:
 def make_trial(trial_id: str, path: str | Path, status: str, config: dict[str, Any],
                params: dict[str, Any], rows: list[dict[str, Any]], metric: str, mode: str,
                planned: int | None = None, start: float = math.inf,
-               checkpoints: dict[int, Any] | None = None) -> Trial:
+               checkpoints: dict[int, Any] | None = None,
+               latest_checkpoint: Any = None) -> Trial:
     """A Trial from its result rows, with its per-epoch history and best epoch.
 
     Args:
@@ -115,12 +119,14 @@ def make_trial(trial_id: str, path: str | Path, status: str, config: dict[str, A
         planned: epochs of a full trial (default: the config's `epochs`, else 0).
         start: when it started (seconds since the epoch), for ordering.
         checkpoints: epoch -> the checkpoint kept for it.
+        latest_checkpoint: Ray's latest kept checkpoint of the trial.
     """
     history = epoch_history(rows)
     if planned is None:
         planned = int(config.get("epochs", 0) or 0)
     trial = Trial(str(trial_id), str(path), status, dict(config), dict(params), history,
-                  planned, start, checkpoints=dict(checkpoints or {}))
+                  planned, start, checkpoints=dict(checkpoints or {}),
+                  latest_checkpoint=latest_checkpoint)
     trial.best = best_epoch(history, metric, mode)
     return trial
 

@@ -7,6 +7,7 @@ stays right when the image grows, where an average would need the image size bak
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,8 +86,7 @@ class CountNet(nn.Module):
 
 
 def simple(channels: int = 1, width: int = 32, depth: int = 5, batchnorm: bool = False,
-           pool: str = "sum", dropout: float = 0.0, input_norm: str = "none",
-           **_: object) -> CountNet:
+           pool: str = "sum", dropout: float = 0.0, input_norm: str = "none") -> CountNet:
     """A plain CNN that trains fast on a CPU: `depth` 3x3 convs, ReLU, stride 2 once.
 
     Widths grow from width/2 to width. One early stride-2 conv quarters the cost; the receptive
@@ -110,11 +110,8 @@ def simple(channels: int = 1, width: int = 32, depth: int = 5, batchnorm: bool =
 
 def _resnet(arch: str) -> Callable[..., CountNet]:
     def build(channels: int = 1, pool: str = "avg", dropout: float = 0.0, small_stem: bool = True,
-              weights_path: str = "", input_norm: str = "none", **_: object) -> CountNet:
+              input_norm: str = "none") -> CountNet:
         net = getattr(torchvision.models, arch)(weights=None)  # nothing is downloaded
-        if weights_path:
-            state = torch.load(Path(weights_path), map_location="cpu", weights_only=True)
-            net.load_state_dict(state)
         if small_stem:
             # 64 px inputs: a 3x3 stride-1 stem without max-pool keeps an 8x8 final map.
             net.conv1 = nn.Conv2d(channels, 64, 3, stride=1, padding=1, bias=False)
@@ -126,8 +123,27 @@ def _resnet(arch: str) -> Callable[..., CountNet]:
                                if name not in ("avgpool", "fc")))
         return CountNet(body, features, pool, dropout, input_norm)
 
-    build.__doc__ = f"torchvision {arch} body (weights=None, or a local state_dict) + count head."
+    build.__doc__ = (f"torchvision {arch} body (weights=None; model_from_config loads a local "
+                     f"state_dict) + count head.")
     return build
+
+
+def load_torchvision_weights(model: CountNet, arch: str, path: str | Path) -> None:
+    """Load a local torchvision `arch` state_dict (weights_path) into a built ResNet's body.
+
+    The file must be a whole torchvision `arch` (checked strictly, as torchvision's own
+    load_state_dict does). Its fc is not used, nor its stem conv where the builder replaced it
+    (small_stem, or channels != 3): those layers keep their fresh initialisation.
+    """
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    with torch.random.fork_rng(devices=[]):  # the reference's init leaves the RNG as it was
+        ref = getattr(torchvision.models, arch)(weights=None)
+    ref.load_state_dict(state)
+    names = [n for n, _ in ref.named_children() if n not in ("avgpool", "fc")]
+    for i, name in enumerate(names):  # body[i] is torchvision's child `name`
+        src, dst = getattr(ref, name).state_dict(), model.body[i].state_dict()
+        if src.keys() == dst.keys() and all(src[k].shape == dst[k].shape for k in src):
+            model.body[i].load_state_dict(src)
 
 
 MODELS: dict[str, Callable[..., CountNet]] = {
@@ -137,25 +153,51 @@ MODELS: dict[str, Callable[..., CountNet]] = {
     "resnet50": _resnet("resnet50"),
     "resnet101": _resnet("resnet101"),
 }
+# Models that can start from a local torchvision state_dict (TrainConfig.weights_path): arch.
+TORCHVISION_ARCH = {name: name for name in MODELS if name.startswith("resnet")}
+
+
+def model_options(name: str) -> tuple[str, ...]:
+    """The options a registered model's builder declares; each is the TrainConfig field of that
+    name."""
+    if name not in MODELS:
+        raise ValueError(f"model: unknown {name!r}; registered: {', '.join(MODELS)}")
+    return tuple(inspect.signature(MODELS[name]).parameters)
+
+
+def model_fields(name: str) -> frozenset[str]:
+    """The model-specific TrainConfig fields that model `name` uses: its builder's options, and
+    weights_path for the models that load one. Every other TrainConfig field is used by all."""
+    return frozenset(model_options(name)) | (
+        {"weights_path"} if name in TORCHVISION_ARCH else frozenset())
+
+
+def model_specific_fields() -> frozenset[str]:
+    """The TrainConfig fields that some model uses and another ignores."""
+    used = [model_fields(name) for name in MODELS]
+    return frozenset().union(*used) - frozenset.intersection(*used)
 
 
 def build_model(name: str, **options: object) -> CountNet:
-    """Build a registered model; unknown options are ignored by models that do not use them."""
-    if name not in MODELS:
-        raise ValueError(f"model: unknown {name!r}; registered: {', '.join(MODELS)}")
+    """Build a registered model. ValueError names an option the model does not take."""
+    declared = model_options(name)
+    for key in options:
+        if key not in declared:
+            raise ValueError(f"{key}: model {name} does not take it (it takes: "
+                             f"{', '.join(declared)})")
     return MODELS[name](**options)
 
 
 def model_from_config(cfg: TrainConfig) -> CountNet:
-    """Build the run's model and apply freeze_body (head-only training).
+    """Build the run's model (passing it only its own options), load weights_path into a
+    ResNet's body, and apply freeze_body (head-only training).
 
     The frozen body's BatchNorm layers still run in train mode (batch statistics, drifting
     running statistics), as in PyTorch and fastai after `model.train()`; `freeze_bn` fixes them.
     """
-    model = build_model(cfg.model, channels=cfg.channels, width=cfg.width, depth=cfg.depth,
-                        batchnorm=cfg.batchnorm, pool=cfg.pool, dropout=cfg.dropout,
-                        small_stem=cfg.small_stem, weights_path=cfg.weights_path,
-                        input_norm=cfg.input_norm)
+    model = build_model(cfg.model, **{key: getattr(cfg, key) for key in model_options(cfg.model)})
+    if cfg.weights_path and cfg.model in TORCHVISION_ARCH:
+        load_torchvision_weights(model, TORCHVISION_ARCH[cfg.model], cfg.weights_path)
     if cfg.freeze_body:
         for p in model.body.parameters():
             p.requires_grad_(False)

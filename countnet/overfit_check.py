@@ -21,11 +21,9 @@ labels leak into validation.
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from countnet.bundle import load_model
 from countnet.config import ConfigError, TrainConfig
 from countnet.datasets import Splits, load_splits
 from countnet.train import Diverged, evaluate, fit, pick_device, set_threads
@@ -158,23 +156,13 @@ def fit_stage(cfg: TrainConfig, splits: Splits, name: str, n: int, steps: int, *
     epochs = max(1, math.ceil(steps / batches))
     stage_cfg = cfg.replace(epochs=epochs, train_eval_size=min(n, VAL_MONITOR))
     monitor = Splits(x, y, splits.val_x[:VAL_MONITOR], splits.val_y[:VAL_MONITOR])
-    with tempfile.TemporaryDirectory(prefix="overfit-") as tmp:
-        saved: dict[str, Any] = {}
-
-        def keep_last(metrics: dict[str, float], save: Any) -> None:
-            if int(metrics["epoch"]) == epochs:  # only the final weights are needed
-                saved["path"] = save(tmp)
-
-        try:
-            fit(stage_cfg, keep_last, splits=monitor)
-        except Diverged:  # a fit that blew up did not fit: its MSEs are reported as nan
-            saved.clear()
-        if "path" in saved:
-            model, _ = load_model(saved["path"], device=splits.train_x.device)
-            train_mse = evaluate(model, x, y, stage_cfg)["loss"]
-            val_mse = evaluate(model, splits.val_x, splits.val_y, stage_cfg)["loss"]
-        else:
-            train_mse = val_mse = math.nan
+    try:
+        model = fit(stage_cfg, splits=monitor).model  # the final (evaluated) weights
+    except Diverged:  # a fit that blew up did not fit: its MSEs are reported as nan
+        train_mse = val_mse = math.nan
+    else:
+        train_mse = evaluate(model, x, y, stage_cfg)["loss"]
+        val_mse = evaluate(model, splits.val_x, splits.val_y, stage_cfg)["loss"]
     return Stage(name=name, samples=n, epochs=epochs, steps=epochs * batches,
                  shuffled_labels=shuffled, train_mse=train_mse,
                  train_baseline_mse=y.var(unbiased=False).item(),

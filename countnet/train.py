@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,19 @@ LR_RANGE_START = 1e-3  # lr_range starts at lr * this
 SaveFn = Callable[[str | Path], Path]
 EpochCallback = Callable[[dict[str, float], SaveFn], None]
 ProgressFn = Callable[[int, int, float], None]
+
+
+@dataclass
+class FitResult:
+    """What `fit` returns: the evaluated model, its config and one METRIC_KEYS dict per epoch.
+
+    `model` is the trainer's eval_model after the last epoch: the EMA of the weights when
+    ema_epochs > 0, else the trained weights (the weights checkpoints/last holds).
+    """
+
+    model: nn.Module
+    config: TrainConfig
+    history: list[dict[str, float]]
 
 
 class Diverged(RuntimeError):
@@ -279,8 +293,8 @@ class _Trainer:
 
 def fit(cfg: TrainConfig, on_epoch_end: EpochCallback | None = None, *,
         resume_from: str | Path | None = None, splits: Splits | None = None,
-        progress: ProgressFn | None = None) -> list[dict[str, float]]:
-    """Train `cfg` and return the history: one dict of METRIC_KEYS per epoch.
+        progress: ProgressFn | None = None) -> FitResult:
+    """Train `cfg`; return the evaluated model, `cfg` and the history (see FitResult).
 
     on_epoch_end(metrics, save) runs after every epoch; `save(directory)` writes checkpoint.pt
     there. resume_from (a checkpoint.pt or its directory) continues after its epoch, exactly as an
@@ -298,4 +312,4 @@ def fit(cfg: TrainConfig, on_epoch_end: EpochCallback | None = None, *,
             on_epoch_end(dict(metrics), trainer.save)
         if not math.isfinite(metrics["train_loss"]):
             raise Diverged(trainer.epoch)
-    return trainer.history
+    return FitResult(trainer.eval_model, cfg, trainer.history)

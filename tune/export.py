@@ -123,7 +123,8 @@ def best_val_state(trial: Trial, checkpoint: Any,
     """The row, checkpoint state and checkpoint path of `trial`'s min-val_loss epoch.
 
     It is the checkpoint Ray kept for that epoch, or the copy an overfit search keeps inside
-    every checkpoint (`best_val/`, see `tune.trainable.train_countnet_overfit`).
+    every checkpoint (`best_val/`, see `tune.trainable.train_countnet_overfit`): Ray keeps the
+    trial's latest checkpoint besides the best-by-target ones, and its copy is the newest.
 
     Args:
         trial: the picked trial.
@@ -138,9 +139,11 @@ def best_val_state(trial: Trial, checkpoint: Any,
     want = curve.min_val_epoch
     row = next(r for r in trial.history if int(r["epoch"]) == want)
     candidates = [(trial.checkpoints[want], None)] if want in trial.checkpoints else []
-    # The copy inside a checkpoint holds the min as of that epoch: try the picked one, then the
-    # others Ray kept (the latest among them holds the trial's overall min).
+    # The copy inside a checkpoint holds the min as of that epoch: try Ray's latest checkpoint
+    # (it holds the trial's overall min), the picked one, then the others Ray kept, newest first.
     kept = [checkpoint, *(trial.checkpoints[e] for e in sorted(trial.checkpoints, reverse=True))]
+    if trial.latest_checkpoint is not None:
+        kept.insert(0, trial.latest_checkpoint)
     candidates += [(c, BEST_VAL_DIR) for c in kept]
     for ckpt, sub in candidates:
         with ckpt.as_directory() as local:
@@ -194,7 +197,7 @@ def confirm(cfg: TrainConfig, epoch: int, n: int,
     for seed in seeds:
         try:
             # threads=0: all of this machine's cores, not the trial's share.
-            history = fit(cfg.replace(seed=seed, threads=0))
+            history = fit(cfg.replace(seed=seed, threads=0)).history
         except Diverged:
             history = [{"val_loss": float("nan"), "val_acc": 0.0}]
         rows.append(history[min(epoch, len(history)) - 1])

@@ -66,7 +66,8 @@ def read_search_info(exp_dir: str | Path) -> dict[str, Any]:
 
 def load_trials(exp_dir: str | Path, metric: str, mode: str) -> list[Trial]:
     """Every trial Ray knows of in an experiment directory, each with its best epoch by
-    `metric` and the checkpoints Ray kept (`Trial.checkpoints`)."""
+    `metric`, the checkpoints Ray kept by it (`Trial.checkpoints`) and its latest one
+    (`Trial.latest_checkpoint`)."""
     exp = normalise(exp_dir)
     local = not is_uri(exp)
     if local and not any(Path(exp).glob("experiment_state-*.json")):
@@ -86,7 +87,8 @@ def load_trials(exp_dir: str | Path, metric: str, mode: str) -> list[Trial]:
         out.append(make_trial(trial.trial_id, trial.path, str(trial.status), dict(trial.config),
                               dict(trial.evaluated_params or {}),
                               [] if text is None else parse_rows(text, where), metric, mode,
-                              checkpoints=kept))
+                              checkpoints=kept,
+                              latest_checkpoint=None if result is None else result.checkpoint))
     return out
 
 

@@ -22,6 +22,9 @@ A space is a YAML file:
 Types: `loguniform` and `uniform` for float fields, `int` for int fields (low and high
 inclusive), `choice` (a non-empty `values` list) for any field. `when: {field: value or [values]}`
 searches a field only when an earlier searched (or fixed) field has one of those values.
+A field that only some models use (width, depth, batchnorm: simple's; small_stem,
+weights_path: the ResNets') must be limited by `when: {model: ...}` to the models that use it,
+unless every model the space can pick uses it (countnet.models.model_fields).
 `optional: true` first samples a switch `use_<field>`; when it is off the field keeps its default.
 Fields not searched in a trial keep their `fixed` value or the TrainConfig default. `epochs` is
 not a field of a space: it is `scheduler.max_epochs`, so ASHA's max_t is the trials' length.
@@ -56,6 +59,7 @@ from countnet.config import (
     yaml_float,
 )
 from countnet.experiment import SWITCH_PREFIX  # Optuna parameter that turns `optional` on
+from countnet.models import MODELS, model_fields, model_specific_fields
 
 # target -> (metric, mode) for Ray Tune, ASHA, Optuna and checkpoint ranking.
 TARGETS = {"generalise": ("val_loss", "min"), "overfit": ("gap", "max")}
@@ -182,6 +186,7 @@ def parse_space(raw: Any, path: str = "<space>") -> SearchSpace:
                 fail(f"search.{prm.name}.when.{field}", "not a TrainConfig field")
             if field in {q.name for q in params[i:]}:
                 fail(f"search.{prm.name}.when.{field}", "must be searched before this field")
+    _check_model_fields(params, fixed, fail)
     sched = _mapping(raw.get("scheduler", {}), "scheduler", fail)
     for key in sched:
         if key not in SCHEDULER_KEYS:
@@ -294,6 +299,28 @@ def check_configs(space: SearchSpace) -> None:
                 TrainConfig.from_dict({**space.base_config(), prm.name: value})
             except ConfigError as e:
                 raise SpaceError(f"{space.path}: search.{prm.name}: {e}") from None
+
+
+def _check_model_fields(params: tuple[Param, ...], fixed: dict, fail: Callable) -> None:
+    """A searched field that some model ignores (width, small_stem, ...) must be searched only for
+    models that use it: every model the trial can have, after its `when: {model: ...}`."""
+    by_name = {p.name: p for p in params}
+    if "model" in by_name and by_name["model"].type == "choice":
+        candidates = list(by_name["model"].values)
+    else:
+        candidates = [fixed.get("model", TrainConfig().model)]
+    # An unknown model name is check_configs' error, reported after this.
+    models = {m for m in candidates if isinstance(m, str) and m in MODELS}
+    for prm in params:
+        if prm.name not in model_specific_fields():
+            continue
+        allowed = models.intersection(*(set(ok) for f, ok in prm.when if f == "model"))
+        ignoring = sorted(m for m in allowed if prm.name not in model_fields(m))
+        if ignoring:
+            users = sorted(m for m in models if prm.name in model_fields(m))
+            hint = (f"add `when: {{model: [{', '.join(users)}]}}`" if users
+                    else "no model of this space uses it")
+            fail(f"search.{prm.name}", f"model {', '.join(ignoring)} ignores it; {hint}")
 
 
 def _parse_param(name: Any, spec: Any, fixed: dict, fail: Callable) -> Param:

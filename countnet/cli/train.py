@@ -122,7 +122,7 @@ def train_into(cfg: TrainConfig, out: Path, resume: Path | None, progress: bool,
 
     try:
         history = fit(cfg, on_epoch_end, resume_from=resume, splits=splits,
-                      progress=_progress_bar(progress))
+                      progress=_progress_bar(progress)).history
     except Diverged as e:
         # The logger never checkpoints a non-finite epoch: say which epoch the files hold.
         if logger.last_epoch is None:

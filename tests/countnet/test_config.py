@@ -59,3 +59,16 @@ def test_overrides_never_evaluate_code() -> None:
 
 def test_field_names_are_the_dataclass_fields() -> None:
     assert field_names() == tuple(TrainConfig().to_dict())
+
+
+@pytest.mark.parametrize("values,msg", [
+    ({"crop_size": -1}, "must be in [0, 1024] px"),
+    ({"crop_size": 2000}, "must be in [0, 1024] px"),
+    ({"crop_size": 32, "data": "synthetic"}, "crops need box-annotated photos"),
+])
+def test_bad_crop_sizes_are_rejected_in_one_line(values, msg) -> None:
+    """validate() refuses them when the config is made, before any photo is read."""
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig.from_dict(values)
+    text = str(caught.value)
+    assert "\n" not in text and text.startswith("crop_size: ") and msg in text

@@ -45,7 +45,7 @@ def train_run(tmp_path, **overrides):
     run = tmp_path / "run"
     logger = RunLogger(run, cfg)
     try:
-        history = fit(cfg, logger)
+        history = fit(cfg, logger).history
     finally:
         logger.close()
     return run, cfg, history

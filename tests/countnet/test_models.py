@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from countnet.config import MODEL_NAMES, TrainConfig
-from countnet.models import MODELS, build_model, model_from_config, set_train_mode
+from countnet.models import (
+    MODELS,
+    build_model,
+    model_fields,
+    model_from_config,
+    model_options,
+    model_specific_fields,
+    set_train_mode,
+)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -29,7 +37,8 @@ def test_resnet_large_stem_and_local_weights(tmp_path) -> None:
     ref = torchvision.models.resnet18(weights=None)
     path = tmp_path / "r18.pt"
     torch.save(ref.state_dict(), path)
-    model = build_model("resnet18", channels=3, small_stem=False, weights_path=str(path))
+    model = model_from_config(TrainConfig(model="resnet18", channels=3, small_stem=False,
+                                          weights_path=str(path)))
     assert torch.equal(model.body[0].weight, ref.conv1.weight)  # the local file was loaded
     assert model(torch.rand(1, 3, 96, 96)).shape == (1,)
 
@@ -37,6 +46,25 @@ def test_resnet_large_stem_and_local_weights(tmp_path) -> None:
 def test_unknown_model_is_named() -> None:
     with pytest.raises(ValueError, match="unknown 'vgg'"):
         build_model("vgg")
+
+
+def test_a_builder_takes_only_the_options_it_declares() -> None:
+    with pytest.raises(ValueError, match="width: model resnet18 does not take it"):
+        build_model("resnet18", width=8)
+    with pytest.raises(ValueError, match="small_stem: model simple does not take it"):
+        build_model("simple", small_stem=True)
+    assert "weights_path" not in model_options("resnet18")  # loading is model_from_config's
+    assert model_fields("resnet18") >= {"small_stem", "weights_path"}
+    assert model_specific_fields() == {"width", "depth", "batchnorm", "small_stem", "weights_path"}
+    for name in MODELS:  # every option is a TrainConfig field of the same name
+        assert set(model_options(name)) <= set(TrainConfig().to_dict())
+
+
+def test_model_from_config_passes_each_model_its_own_options() -> None:
+    cfg = TrainConfig(model="resnet18", width=8, depth=3, batchnorm=True)  # simple's fields
+    assert model_from_config(cfg).body[0].kernel_size == (3, 3)  # built; its small stem
+    simple_net = model_from_config(TrainConfig(model="simple", width=8, depth=3))
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in simple_net.body) == 3
 
 
 def test_freeze_body_trains_the_head_only_and_freeze_bn_fixes_statistics() -> None:

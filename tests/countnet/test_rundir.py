@@ -18,7 +18,7 @@ RUN = {"train_size": 96, "val_size": 32, "batch_size": 32, "epochs": 3}  # 3 ste
 def test_run_dir_holds_config_metrics_events_and_checkpoints(tmp_path, tiny) -> None:
     cfg = tiny(RUN)
     logger = RunLogger(tmp_path, cfg)
-    history = fit(cfg, logger)
+    history = fit(cfg, logger).history
     logger.close()
     assert TrainConfig.from_yaml(tmp_path / "config.yaml") == cfg
     assert read_metrics(tmp_path) == history

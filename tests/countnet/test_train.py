@@ -19,7 +19,7 @@ RUN = {"train_size": 128, "batch_size": 32, "epochs": 2, "threads": 1}
 
 def test_callback_gets_exactly_the_metric_keys_every_epoch(tiny) -> None:
     seen = []
-    history = fit(tiny(RUN), lambda m, save: seen.append(m))
+    history = fit(tiny(RUN), lambda m, save: seen.append(m)).history
     assert [tuple(m) for m in seen] == [METRIC_KEYS, METRIC_KEYS]
     assert [m["epoch"] for m in history] == [1, 2]
     m = history[-1]
@@ -39,7 +39,7 @@ def test_overfits_one_small_batch_to_near_zero(tiny) -> None:
     cfg = tiny(RUN, PLAIN, layout="grid", train_size=16, batch_size=16, val_size=16, width=16,
                depth=4, epochs=200, lr=3e-3, schedule="constant", grad_clip=0.0,
                precision="fp32", pool="sum", ema_epochs=0.0)
-    history = fit(cfg)
+    history = fit(cfg).history
     assert history[-1]["train_loss_eval"] < 0.05 * history[-1]["baseline_mse"]
     assert history[-1]["train_loss_eval"] < 0.2
 
@@ -49,14 +49,14 @@ def test_train_loss_eval_really_is_eval_mode(tiny) -> None:
     # The sum head, trained weights evaluated: dropout before one linear output is loud; in the
     # density head it drops features per position, and the sum over positions averages it out.
     cfg = tiny(RUN, dropout=0.9, epochs=3, train_size=256, pool="sum", ema_epochs=0.0)
-    history = fit(cfg)
+    history = fit(cfg).history
     for m in history[1:]:
         assert m["train_loss"] > m["train_loss_eval"]
 
 
 def test_resume_gives_the_same_epochs_as_a_straight_run(tmp_path, tiny) -> None:
     cfg = tiny(RUN, epochs=4, dropout=0.3, augment="dihedral")
-    straight = fit(cfg)
+    straight = fit(cfg).history
 
     def stop_after_two(metrics, save) -> None:
         if metrics["epoch"] == 2:
@@ -65,7 +65,7 @@ def test_resume_gives_the_same_epochs_as_a_straight_run(tmp_path, tiny) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, stop_after_two)
-    resumed = fit(cfg, resume_from=tmp_path / "ckpt")
+    resumed = fit(cfg, resume_from=tmp_path / "ckpt").history
     timing = ("epoch_time_s", "images_per_s")
     strip = [{k: v for k, v in m.items() if k not in timing} for m in straight]
     again = [{k: v for k, v in m.items() if k not in timing} for m in resumed]
@@ -111,7 +111,7 @@ def test_averaged_weights_are_evaluated_and_saved(tmp_path, tiny) -> None:
     """With ema_epochs the val figures, the checkpoint's "model" and a reload all agree (the
     resume test above runs with the default averaging, so resuming it is exact too)."""
     cfg = tiny(RUN, epochs=3, ema_epochs=1.0)
-    history = fit(cfg, lambda m, save: save(tmp_path / "last"))
+    history = fit(cfg, lambda m, save: save(tmp_path / "last")).history
     state = load_checkpoint(tmp_path / "last")
     averaged, trained = state["model"], state["train_model"]
     assert int(state["ema_n_averaged"]) == 3 * 4  # one update per step: 3 epochs of 4 steps

@@ -59,7 +59,10 @@ def test_best_trial_curve_figures(overfit_search) -> None:
 
 
 @pytest.mark.xfail(strict=False, reason="no tiny CPU setting found yet where the simple net "
-                   "memorises 32 scenes within 6 epochs (issue 19, the training issue)")
+                   "memorises 16-32 scenes within seconds: with ema_epochs 0, batch 2-4, width "
+                   "8-32, depth 3-6, constant or onecycle lr, 6-40 epochs, train_loss_eval stays "
+                   "at 4-20 of baseline_mse ~38 and the gap's last-epoch trend follows noise "
+                   "(issue 19)")
 def test_best_trial_gap_grows_over_its_last_epochs(overfit_search) -> None:
     gaps = gap_growth(overfit_search.best.history, GROWTH_EPOCHS)
     assert gaps[-1] > gaps[0] > 0, gaps

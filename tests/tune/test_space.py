@@ -61,6 +61,13 @@ def _broken(mutate) -> dict:
     return raw
 
 
+def _model_searched(raw: dict) -> None:
+    """Search `model` (simple or resnet18) first; width and batchnorm are simple's alone."""
+    del raw["fixed"]["model"]
+    raw["search"] = {"model": {"type": "choice", "values": ["simple", "resnet18"]},
+                     **raw["search"]}
+
+
 INVALID = [
     ("unknown field", lambda r: r["search"].update(learning_rate={"type": "uniform", "low": 0,
                                                                   "high": 1}),
@@ -100,6 +107,11 @@ INVALID = [
      "start_from[0]", "searched only when width in [16]"),
     ("start_from not a list", lambda r: r.update(start_from="defaults"),
      "start_from", "must be a list"),
+    ("field the model ignores", _model_searched,
+     "search.width", "model resnet18 ignores it; add `when: {model: [simple]}`"),
+    ("field the fixed model ignores", lambda r: r["search"].update(
+        small_stem={"type": "choice", "values": [False, True]}),
+     "search.small_stem", "model simple ignores it; no model of this space uses it"),
 ]
 
 
@@ -113,6 +125,14 @@ def test_invalid_space_exits_2_with_one_line(case, mutate, key, reason, tmp_path
     assert len(err.splitlines()) == 1, err
     assert str(path) in err and key in err and reason in err, err
     assert not storage.exists()  # refused before Ray or any experiment started
+
+
+def test_a_field_limited_to_the_models_that_use_it_is_accepted() -> None:
+    raw = _broken(_model_searched)
+    raw["search"]["width"]["when"] = {"model": "simple"}
+    raw["search"]["batchnorm"]["when"] = {"model": ["simple"], "width": 16}
+    space = parse_space(raw)
+    assert dict(next(p for p in space.params if p.name == "width").when) == {"model": ("simple",)}
 
 
 def test_missing_space_file_exits_2(tmp_path, capsys) -> None:
