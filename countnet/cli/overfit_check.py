@@ -20,7 +20,7 @@ from countnet.overfit_check import (
 SMOKE_CONFIG = {"model": "simple", "width": 32, "depth": 4, "image_size": 32, "max_count": 8,
                 "train_size": 1600, "val_size": 128, "batch_size": 8, "lr": 1e-2,
                 "threads": 1}
-SMOKE_STEPS = {"one_batch_steps": 200, "stage_steps": 60, "control_steps": 200}
+SMOKE_STEPS = {"one_batch_steps": ONE_BATCH_STEPS, "stage_steps": 60, "control_steps": 200}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
