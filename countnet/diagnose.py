@@ -58,7 +58,7 @@ from countnet.config import ConfigError, TrainConfig
 from countnet.datasets import Splits
 from countnet.models import set_train_mode
 from countnet.precision import autocast, resolve
-from countnet.train import loss_function
+from countnet.train import decayed_parameters, loss_function
 
 DIAG_SEED = 1234  # subset choice, batch order, dropout masks and augmentation draws
 DEFAULT_SAMPLES = 2000  # training samples measured, rounded down to whole batches
@@ -202,17 +202,11 @@ def weight_decay_penalty(model: nn.Module, cfg: TrainConfig) -> float:
 
     torch SGD adds wd * w to the gradient: the gradient of 0.5 * wd * ||w||^2. AdamW decays the
     weights directly (decoupled), which is no term of any loss: 0. Decayed params are those
-    `build_optimizer` decays: trainable, and not BN/bias when wd_exclude_bn_bias.
+    `build_optimizer` decays (`decayed_parameters`).
     """
     if cfg.optimizer != "sgd" or cfg.weight_decay == 0:
         return 0.0
-    total = 0.0
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if cfg.wd_exclude_bn_bias and (p.ndim <= 1 or name.endswith(".bias")):
-            continue
-        total += float(p.detach().double().pow(2).sum())
+    total = sum(float(p.detach().double().pow(2).sum()) for p in decayed_parameters(model, cfg))
     return 0.5 * cfg.weight_decay * total
 
 

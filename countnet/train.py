@@ -79,14 +79,18 @@ def loss_function(cfg: TrainConfig) -> nn.Module:
     return nn.HuberLoss(delta=1.0) if cfg.loss == "huber" else nn.MSELoss()
 
 
+def decayed_parameters(model: nn.Module, cfg: TrainConfig) -> list[nn.Parameter]:
+    """The parameters weight decay applies to: trainable ones, less BatchNorm weights and biases
+    when wd_exclude_bn_bias (the one rule, used by the optimiser and the diagnosis)."""
+    return [p for name, p in model.named_parameters() if p.requires_grad
+            and not (cfg.wd_exclude_bn_bias and (p.ndim <= 1 or name.endswith(".bias")))]
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW or SGD+momentum; optionally no weight decay on BatchNorm weights and biases."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        exempt = cfg.wd_exclude_bn_bias and (p.ndim <= 1 or name.endswith(".bias"))
-        (no_decay if exempt else decay).append(p)
+    decay = decayed_parameters(model, cfg)
+    no_decay = [p for p in model.parameters()
+                if p.requires_grad and not any(p is q for q in decay)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":

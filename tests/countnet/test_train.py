@@ -10,7 +10,7 @@ from countnet.checkpoint import load_checkpoint, save_checkpoint
 from countnet.config import ConfigError, TrainConfig
 from countnet.datasets import load_splits
 from countnet.precision import fast_path
-from countnet.train import METRIC_KEYS, Diverged, evaluate, fit
+from countnet.train import LR_RANGE_START, METRIC_KEYS, Diverged, evaluate, fit
 from tests.countnet.images import PLAIN
 
 # 4 steps an epoch, one thread (a test asserts the thread count).
@@ -100,10 +100,21 @@ def test_schedules_and_optimisers(schedule, tiny) -> None:
     cfg = tiny(RUN, schedule=schedule, optimizer="sgd", weight_decay=1e-4, lr=1e-3, epochs=3,
                loss="huber")
     fit(cfg, lambda m, save: lrs.append(m["lr_now"]))
-    if schedule == "lr_range":
-        assert lrs[0] < lrs[1] < lrs[2] <= 1e-3 + 1e-12
+    # lr_now is the lr of each epoch's last step: step k = 4 e - 1 of 12 (4 steps an epoch).
+    total, peak = 12, 1e-3
+    last_steps = [4 * e - 1 for e in (1, 2, 3)]
     if schedule == "constant":
-        assert lrs == [1e-3] * 3
+        expected = [peak] * 3
+    elif schedule == "cosine":  # CosineAnnealingLR to 0 over the run
+        expected = [peak * (1 + math.cos(math.pi * k / total)) / 2 for k in last_steps]
+    elif schedule == "lr_range":  # exponential from lr * LR_RANGE_START to lr at the last step
+        expected = [peak * LR_RANGE_START ** (1 - k / (total - 1)) for k in last_steps]
+    else:  # onecycle, torch's defaults: warm-up to step 0.3 * 12 - 1, cosine down to lr/25/1e4
+        start, end = 0.3 * total - 1, total - 1
+        low = peak / 25 / 1e4
+        expected = [low + (peak - low) * (1 + math.cos(math.pi * (k - start) / (end - start)))
+                    / 2 for k in last_steps]
+    assert lrs == pytest.approx(expected, rel=1e-6)
     assert torch.get_num_threads() == 1
 
 
