@@ -73,7 +73,7 @@ BATCHNORM_TYPES: tuple[type[nn.Module], ...] = (
 # Attribution rows: key, label, formula. The sign convention: each row is what it adds to f - a.
 TERMS = (
     ("lag", "epoch-average lag", "f - r"),
-    ("averaging", "weight averaging (trained - averaged)", "r - t"),
+    ("averaging", "weight averaging", "r - t"),
     ("precision", "bf16 rounding (training forward)", "t - u"),
     ("dropout", "dropout", "d - b"),
     ("batchnorm", "BatchNorm batch statistics", "e - b"),
@@ -402,6 +402,7 @@ def short_verdict(history: Sequence[dict[str, Any]], model: nn.Module | None = N
     if b is None or not math.isfinite(b):
         return (f"train_loss {f:.4g} > val_loss {a:.4g}: run `countnet diagnose RUN` to see why")
     return (f"train_loss {f:.4g} > val_loss {a:.4g}: in eval mode the training loss is {b:.4g}, "
-            f"so train-mode effects (epoch-average lag, dropout, BatchNorm, augmentation) add "
+            f"so train-mode effects (epoch-average lag, weight averaging, dropout, BatchNorm, "
+            f"augmentation) add "
             f"{f - b:+.4g} and the true generalisation gap is {a - b:+.4g}; "
             f"`countnet diagnose RUN` splits it term by term")
