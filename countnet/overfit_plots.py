@@ -21,7 +21,7 @@ from countnet.config import TrainConfig
 from countnet.experiment import Trial
 from countnet.formatting import is_finite
 from countnet.overfit_curve import overfit_curve
-from countnet.plotting import FONT_SIZE, figure, log_axis, save, style
+from countnet.plotting import FONT_SIZE, figure, log_axis, panels, save, style
 
 PNG_OVERFIT_CURVES, PNG_LADDER = "overfit_curves.png", "capacity_ladder.png"
 CURVE_KEYS = ("train_loss", "train_loss_eval", "val_loss")
@@ -61,14 +61,8 @@ def plot_overfit_curves(trials: list[Trial], path: Path) -> Path:
         path: the PNG to write.
     """
     n = len(trials)
-    cols = 1 if n == 1 else 2
-    rows = math.ceil(n / cols)
-    fig = figure(6.2 * cols, 3.9 * rows + 0.6)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        if k >= n:
-            ax.set_visible(False)
-            continue
+    fig, axes = panels(n, 1 if n == 1 else 2, 6.2, 3.9, extra_height=0.6)
+    for k, ax in enumerate(axes):
         trial = trials[k]
         history = trial.history
         for key in CURVE_KEYS:
@@ -103,7 +97,7 @@ def plot_overfit_curves(trials: list[Trial], path: Path) -> Path:
         ax.set_title(title, fontsize=FONT_SIZE - 0.5, loc="left")
         style(ax)
     handles: dict[str, Any] = {}
-    for ax in axes.flat:
+    for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",

@@ -6,6 +6,7 @@ the same sizes, fonts and grid.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,27 @@ def figure(width: float, height: float) -> Any:
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def panels(n: int, cols: int, width: float, height: float,
+           extra_height: float = 0.0) -> tuple[Any, list[Any]]:
+    """A figure of n panels in rows of `cols`; the unused cells of the last row are hidden.
+
+    Args:
+        n: panels wanted (>= 1).
+        cols: panels per row.
+        width, height: inches per panel.
+        extra_height: inches added for a legend or title below or above the grid.
+
+    Returns:
+        (figure, the n axes in reading order, also holding every legend handle).
+    """
+    rows = math.ceil(n / cols)
+    fig = figure(width * cols, height * rows + extra_height)
+    axes = list(fig.subplots(rows, cols, squeeze=False).flat)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
 
 
 def save(fig: Any, path: Path) -> Path:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from countnet.plotting import FONT_SIZE, figure, log_axis, save, style
+from countnet.plotting import FONT_SIZE, log_axis, panels, save, style
 from countnet.rung_audit import NOISE_RHO, RungAudit, audit_rungs, noise_warning
 
 PNG_RUNGS = "rungs.png"
@@ -82,17 +82,11 @@ def plot_rungs(audits: list[RungAudit], metric: str, path: Path) -> Path:
         path: the PNG to write.
     """
     n = len(audits)
-    cols = min(n, MAX_COLUMNS)
-    rows = math.ceil(n / cols)
-    fig = figure(4.6 * cols, 4.4 * rows + 0.5)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        if k >= n:
-            ax.set_visible(False)
-            continue
-        _panel(ax, audits[k], metric)
+    fig, axes = panels(n, min(n, MAX_COLUMNS), 4.6, 4.4, extra_height=0.5)
+    for ax, audit in zip(axes, audits):
+        _panel(ax, audit, metric)
     handles: dict[str, Any] = {}
-    for ax in axes.flat:
+    for ax in axes:
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, h)
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
