@@ -37,7 +37,8 @@ class CountHead(nn.Module):
         if pool == "density":
             self.fc = nn.Conv2d(in_features, 1, 1)
             # Start as a flat positive density: zero weights (Fixup), so no position starts dead
-            # under the ReLU, and a bias that the trainer may set to the mean count's density.
+            # under the ReLU, and a bias of DENSITY_INIT objects per position (about the mean count
+            # of the default 64 px scenes).
             nn.init.zeros_(self.fc.weight)
             nn.init.constant_(self.fc.bias, DENSITY_INIT)
         else:
