@@ -179,6 +179,20 @@ def _state(epoch: int) -> dict:
             "history": []}
 
 
+def crash_when_renaming_onto(target: Path, monkeypatch) -> None:
+    """Make the checkpoint module's os.replace raise KeyboardInterrupt when it renames a file
+    onto `target` (a crash just before the new tensors file is in place); other renames run."""
+    import countnet.checkpoint as checkpoint
+
+    real_replace = checkpoint.os.replace
+
+    def replace(src, dst):
+        if Path(dst) == target:
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", replace)
+
 def test_a_crash_between_the_two_files_leaves_a_checkpoint_that_loads(tmp_path,
                                                                        monkeypatch) -> None:
     """The sidecar and the file cannot be renamed together; each crash point leaves the old
@@ -186,14 +200,7 @@ def test_a_crash_between_the_two_files_leaves_a_checkpoint_that_loads(tmp_path,
     import countnet.checkpoint as checkpoint
 
     target = save_checkpoint(tmp_path, _state(1))
-    real_replace = checkpoint.os.replace
-
-    def crash_before_the_file(src, dst):  # the sidecar (listing both) is in place already
-        if Path(dst) == target:
-            raise KeyboardInterrupt
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(checkpoint.os, "replace", crash_before_the_file)
+    crash_when_renaming_onto(target, monkeypatch)  # the sidecar (listing both) is in place
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path, _state(2))
     monkeypatch.undo()
@@ -224,18 +231,10 @@ def test_a_crash_between_the_two_files_leaves_a_checkpoint_that_loads(tmp_path,
 def test_overwriting_a_checkpoint_without_a_sidecar_keeps_it_loadable_until_the_rename(
         tmp_path, monkeypatch) -> None:
     """A checkpoint from before the hashes: a crash mid-save must not make it 'damaged'."""
-    import countnet.checkpoint as checkpoint
 
     target = tmp_path / "checkpoint.pt"
     torch.save(_state(1), target)  # as countnet wrote it before: no sidecar
-    real_replace = checkpoint.os.replace
-
-    def crash_before_the_file(src, dst):
-        if Path(dst) == target:
-            raise KeyboardInterrupt
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(checkpoint.os, "replace", crash_before_the_file)
+    crash_when_renaming_onto(target, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path, _state(2))
     monkeypatch.undo()
