@@ -6,7 +6,11 @@ A bundle directory holds:
   width null, `"native": true` for a model trained on crops of photos at their own size), the
   sha256 of model.pt (`"sha256": {"model.pt": HEX}`), and, when known, the object sizes it was
   trained on (`"object_size": {"min": px, "max": px, ...}`, `countnet.object_size`);
-- `metrics.json`: where it came from and how good it was.
+- `metrics.json`: where it came from and how good it was (`read_history` reads its epochs).
+
+The file names are `countnet.rundir`'s, with the rest of the on-disk layout; so is the rule of
+what a path is (`kind_of`), by which `load_model` takes a bundle, a run dir's best or last
+checkpoint (`which`), or a checkpoint.
 
 Loading checks model.pt against its recorded sha256: a file damaged on disk or in a download is
 one IntegrityError line naming it (exit 2), never a model that counts 0 without a word. A bundle
@@ -34,7 +38,6 @@ import torch
 import torch.nn as nn
 
 from countnet.checkpoint import (
-    CHECKPOINT_FILE,
     check_sha256,
     check_state_dict,
     load_checkpoint,
@@ -47,22 +50,30 @@ from countnet.formatting import nan_to_null
 from countnet.models import model_from_config
 from countnet.object_size import OBJECT_SIZE_KEY, trained_object_size
 from countnet.outdir import OutputKind, staged_dir
+from countnet.rundir import (
+    BEST,
+    BUNDLE,
+    BUNDLE_CONFIG_FILE,
+    BUNDLE_METRICS_FILE,
+    BUNDLE_MODEL_FILE,
+    CHECKPOINT,
+    KIND_FILES,
+    RUN,
+    checkpoint_path,
+    expect_kind,
+    kind_of,
+)
 
-MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.pt", "config.json", "metrics.json"
+# The bundle's file names, which countnet.rundir owns with the rest of the layout.
+MODEL_FILE, CONFIG_FILE, METRICS_FILE = BUNDLE_MODEL_FILE, BUNDLE_CONFIG_FILE, BUNDLE_METRICS_FILE
 # Inputs are images scaled to [0, 1] with no mean/std shift; recorded so other tools can match it.
 NORMALISATION = {"scale": 1.0 / 255.0, "mean": 0.0, "std": 1.0}
-RUN_BEST = Path("checkpoints") / "best" / CHECKPOINT_FILE
 MAX_CONFIG_BYTES = 1 << 20  # config.json is a few KiB; refuse to parse a huge one
 SHA256_KEY = "sha256"  # config.json: {"sha256": {"model.pt": "64 hex digits"}}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
-
-def is_bundle(path: Path) -> bool:
-    """A directory holding a bundle's model and config."""
-    return (path / MODEL_FILE).is_file() and (path / CONFIG_FILE).is_file()
-
-
-BUNDLE_OUTPUT = OutputKind("bundle", is_bundle, f"it has no {MODEL_FILE} + {CONFIG_FILE}")
+BUNDLE_OUTPUT = OutputKind("bundle", lambda p: kind_of(p) == BUNDLE,
+                           f"it has no {KIND_FILES[BUNDLE]}")
 
 
 def write_bundle(out_dir: str | Path, model_state: dict[str, torch.Tensor], cfg: TrainConfig,
@@ -74,7 +85,7 @@ def write_bundle(out_dir: str | Path, model_state: dict[str, torch.Tensor], cfg:
     leaves `out_dir` as it was. A non-empty directory that is not a bundle is refused.
     """
     out = Path(out_dir)
-    if out.is_dir() and any(out.iterdir()) and not is_bundle(out):
+    if out.is_dir() and any(out.iterdir()) and kind_of(out) != BUNDLE:
         raise ConfigError(f"{out}: not a bundle ({BUNDLE_OUTPUT.hint}); will not replace it")
     # Serialise before staging: an error (a NaN in metrics is fine; an odd object is not) then
     # leaves nothing behind at all. model.pt's bytes are hashed as they will be written.
@@ -143,11 +154,53 @@ def config_from(values: Any, where: str) -> TrainConfig:
         raise ConfigError(f"{where}: {e}") from None
 
 
-def load_model(path: str | Path,
-               device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
-    """(model in eval mode, its config) from a bundle dir, a run dir or a checkpoint file/dir."""
+def read_history(path: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch metrics a bundle's metrics.json carries: its `history` list, a list of
+    epochs, or one epoch (a dict with `train_loss`); [] when it has none or no metrics.json.
+
+    Args:
+        path: the bundle directory.
+
+    Raises:
+        DataError: metrics.json is not JSON (one line naming it).
+    """
+    file = Path(path) / METRICS_FILE
+    if not file.is_file():
+        return []
+    try:
+        data = json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{file}: not JSON ({e})") from None
+    if isinstance(data, dict) and isinstance(data.get("history"), list):
+        return list(data["history"])
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict) and "train_loss" in data:
+        return [data]
+    return []
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", *,
+               which: str = BEST) -> tuple[nn.Module, TrainConfig]:
+    """(model in eval mode, its config) from a bundle dir, a run dir or a checkpoint file/dir.
+
+    Args:
+        path: what to load; its kind is `countnet.rundir.kind_of`'s, and any other path is one
+            ConfigError line.
+        device: where the model goes.
+        which: a run dir's checkpoint, BEST ("best", lowest val_loss: what predict, evaluate
+            and export take) or LAST ("last", the latest finite epoch: what diagnose takes). A
+            bundle or a checkpoint holds one model, which is loaded either way.
+
+    Raises:
+        ConfigError: `which` is neither, or `path` is none of the three kinds.
+        FileNotFoundError: a run dir without that checkpoint (no finite epoch was saved).
+        DataError: a damaged or foreign file (one line naming it).
+    """
     p = Path(path)
-    if is_bundle(p):
+    run_ckpt = checkpoint_path(p, which)  # checks `which` whatever `path` turns out to be
+    kind = expect_kind(p, (BUNDLE, RUN, CHECKPOINT))
+    if kind == BUNDLE:
         data = read_bundle_json(p)
         cfg = config_from(data["train_config"], f"{p / CONFIG_FILE}: train_config")
         digest = recorded_sha256(data, p / CONFIG_FILE)
@@ -156,11 +209,11 @@ def load_model(path: str | Path,
         state = check_state_dict(load_tensors(p / MODEL_FILE), str(p / MODEL_FILE))
         where = str(p / MODEL_FILE)
     else:
-        ckpt_path = p / RUN_BEST if (p / RUN_BEST).is_file() else resolve(p)
-        if not ckpt_path.is_file():
+        if kind == RUN and not run_ckpt.is_file():
             raise FileNotFoundError(
-                f"{p}: not a bundle (model.pt + config.json), a run dir (checkpoints/best) "
-                f"or a checkpoint")
+                f"{p}: a run dir without {run_ckpt.relative_to(p)} (no finite epoch of it was "
+                f"checkpointed)")
+        ckpt_path = run_ckpt if kind == RUN else resolve(p)
         ckpt = load_checkpoint(ckpt_path)
         cfg, state = config_from(ckpt["config"], f"{ckpt_path}: config"), ckpt["model"]
         where = f"{ckpt_path}: model"

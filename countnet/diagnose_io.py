@@ -5,55 +5,29 @@ The measurements themselves live in `countnet.diagnose`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 from torch.utils.tensorboard import SummaryWriter
 
-from countnet.bundle import load_model
-from countnet.checkpoint import CHECKPOINT_FILE, check_state_dict, load_checkpoint
+from countnet.bundle import load_model, read_history
+from countnet.checkpoint import check_state_dict, load_checkpoint
 from countnet.config import ConfigError, TrainConfig
 from countnet.datasets import load_splits
 from countnet.diagnose import DEFAULT_SAMPLES, Diagnosis, diagnose
 from countnet.models import model_from_config
+from countnet.rundir import (
+    BUNDLE,
+    CHECKPOINT,
+    LAST,
+    METRICS_FILE,
+    RUN,
+    checkpoint_path,
+    expect_kind,
+    read_metrics,
+)
 from countnet.train import pick_device, set_threads
-
-
-def load_history(path: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch metrics of a run dir (metrics.jsonl) or bundle (metrics.json)."""
-    p = Path(path)
-    if (p / "metrics.jsonl").is_file():
-        rows = []
-        for n, line in enumerate((p / "metrics.jsonl").read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ConfigError(f"{p / 'metrics.jsonl'}: line {n}: not JSON: {e}") from e
-        return rows
-    if (p / "metrics.json").is_file():
-        try:
-            data = json.loads((p / "metrics.json").read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{p / 'metrics.json'}: not JSON: {e}") from e
-        if isinstance(data, dict) and isinstance(data.get("history"), list):
-            return list(data["history"])
-        if isinstance(data, list):
-            return data
-        if isinstance(data, dict) and "train_loss" in data:
-            return [data]
-    return []
-
-
-def _checkpoint_of_run(p: Path) -> Path | None:
-    """A run dir's last checkpoint (`countnet train` layout), or a checkpoint dir's file."""
-    for cand in (p / "checkpoints" / "last" / CHECKPOINT_FILE, p / CHECKPOINT_FILE):
-        if cand.is_file():
-            return cand
-    return None
-
 
 # (model, cfg, history, epoch, run dir or None, the trained weights of an averaging run or None)
 Loaded = tuple[nn.Module, TrainConfig, list[dict[str, Any]], int | None, Path | None,
@@ -65,28 +39,26 @@ def load_for_diagnosis(path: str | Path) -> Loaded:
     the trained weights beside the averaged ones when the checkpoint holds both, else None).
 
     Accepts a run dir (diagnoses its *last* checkpoint: the printed train loss of the last epoch
-    belongs to those weights), an exported bundle dir, or a checkpoint.pt file.
-    Raises ConfigError with one line naming the path and the reason.
+    belongs to those weights), an exported bundle dir, or a checkpoint (a checkpoint.pt file or
+    its directory).
+
+    Raises:
+        ConfigError: one line naming the path and the reason (any other kind of path, a file
+            that does not load).
+        FileNotFoundError: a run dir without checkpoints/last.
     """
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{p}: no such file or directory")
-    ckpt = _checkpoint_of_run(p) if p.is_dir() else p
-    is_run = p.is_dir() and (p / "config.yaml").is_file() and ckpt is not None
-    is_bundle = p.is_dir() and (p / "model.pt").is_file() and (p / "config.json").is_file()
-    if p.is_dir() and not (is_run or is_bundle):
-        raise ConfigError(f"{p}: neither a run dir (config.yaml + checkpoints/last/checkpoint.pt) "
-                          "nor a bundle (model.pt + config.json)")
-    target = ckpt if is_run else p
+    kind = expect_kind(p, (RUN, BUNDLE, CHECKPOINT))
+    target = checkpoint_path(p, LAST) if kind == RUN else p
     try:
-        model, cfg = load_model(target)
-    except ConfigError:
+        model, cfg = load_model(p, which=LAST)
+    except (ConfigError, FileNotFoundError):
         raise
     except Exception as e:  # a torn or foreign file: one line, not a traceback
         raise ConfigError(f"{target}: cannot load a model: {_first_line(e)}") from e
     epoch, trained = None, None
-    if is_bundle:
-        history = load_history(p)
+    if kind == BUNDLE:
+        history = read_history(p)
     else:
         try:
             state = load_checkpoint(target)
@@ -99,9 +71,9 @@ def load_for_diagnosis(path: str | Path) -> Loaded:
             trained.load_state_dict(check_state_dict(state["train_model"],
                                                      f"{target}: train_model"))
             trained.eval()
-        if is_run and not history:
-            history = load_history(p)
-    return model, cfg, history, epoch, (p if is_run else None), trained
+        if kind == RUN and not history and (p / METRICS_FILE).is_file():
+            history = read_metrics(p)
+    return model, cfg, history, epoch, (p if kind == RUN else None), trained
 
 
 def _first_line(e: BaseException) -> str:

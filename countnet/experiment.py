@@ -10,8 +10,6 @@ Ray: the trial list and status from Ray's experiment state, and the checkpoints 
 
 Each rule is defined once, here:
 
-- result rows (`parse_rows`): a last line cut short by a crash is skipped; any other line that
-  is not JSON is a DataError naming the file and line;
 - a trial's history (`epoch_history`): one row per epoch, the last report of an epoch winning (a
   restarted trial repeats some), with the keys of `countnet.train.METRIC_KEYS` and `diverged`;
 - a trial's best epoch (`best_epoch`): the best finite target value over its epochs, diverged
@@ -19,8 +17,11 @@ Each rule is defined once, here:
 - its outcome (`Trial.outcome`): diverged, error, stopped@N (ASHA stopped it: it ended cleanly
   before its planned epochs), complete, or the state of an unfinished trial.
 
-A `countnet train` run directory is read here too (`load_run`): its metrics.jsonl rows, with the
-same row rule, and its config.
+A `countnet train` run directory is read here too (`load_run`): its metrics.jsonl rows and its
+config. Every JSON-lines file (result.json, metrics.jsonl) is read by `countnet.rundir`'s one
+reader (`parse_jsonl`: a last line cut short by a crash is skipped, any other bad line is a
+DataError naming the file and line); whether a directory is a run or an experiment is its
+`kind_of`'s to say.
 """
 
 from __future__ import annotations
@@ -35,20 +36,27 @@ from typing import Any
 from countnet.config import ConfigError, TrainConfig, read_yaml
 from countnet.errors import DataError
 from countnet.formatting import is_finite
+from countnet.rundir import (
+    BEST_METRIC,
+    METRICS_FILE,
+    PARAMS_FILE,
+    RUN_CONFIG_FILE,
+    SEARCH_INFO_FILE,
+    read_jsonl,
+    read_metrics,
+)
 from countnet.rung_audit import rung_milestones
 from countnet.train import METRIC_KEYS
 
-SEARCH_INFO_FILE = "countnet_search.json"  # target, metric, mode, seed, space: written by search
+# SEARCH_INFO_FILE (target, metric, mode, seed, space: written by search) and PARAMS_FILE are
+# countnet.rundir's, which tells an experiment directory by them (`kind_of`).
 STUDY_FILE = "optuna.db"  # the Optuna study (SQLite) in the experiment directory
-PARAMS_FILE = "params.json"  # Ray: a trial's config
 RESULT_FILE = "result.json"  # Ray: one JSON line per reported epoch
 ERROR_FILE = "error.txt"  # Ray: a trial's traceback when it failed
-METRICS_FILE = "metrics.jsonl"  # countnet train: one JSON line per epoch (countnet.rundir)
-RUN_CONFIG_FILE = "config.yaml"  # countnet train: the resolved config
 DIVERGED_KEY = "diverged"  # set True by the trainable on the epoch whose loss went non-finite
 SWITCH_PREFIX = "use_"  # the on/off switch of a space's `optional` field (tune.space)
 STEP = "epoch"  # the result key counting epochs (ASHA's time_attr)
-RUN_BEST_METRIC, RUN_BEST_MODE = "val_loss", "min"  # = countnet.rundir.BEST_METRIC
+RUN_BEST_METRIC, RUN_BEST_MODE = BEST_METRIC, "min"  # the rule of a run's checkpoints/best
 # Ray's trial states that end a trial; any other (RUNNING, PENDING, PAUSED) is unfinished.
 TERMINATED, ERROR = "TERMINATED", "ERROR"
 UNFINISHED = "UNFINISHED"  # from the files alone: started, not ended (Ray's own name unknown)
@@ -113,7 +121,7 @@ def make_trial(trial_id: str, path: str | Path, status: str, config: dict[str, A
         status: TERMINATED, ERROR or an unfinished state.
         config: the trial's whole config.
         params: the searched values it sampled.
-        rows: its result rows as reported (`parse_rows`), in order.
+        rows: its result rows as reported (`countnet.rundir.parse_jsonl`), in order.
         metric: the target metric; the best epoch is ranked by it.
         mode: "min" or "max".
         planned: epochs of a full trial (default: the config's `epochs`, else 0).
@@ -171,45 +179,6 @@ def rank(trials: list[Trial], metric: str, mode: str) -> list[Trial]:
     return sorted(ok, key=lambda t: t.best[metric], reverse=mode == "max")
 
 
-def parse_rows(text: str, where: str) -> list[dict[str, Any]]:
-    """The JSON-object lines of a result.json or metrics.jsonl text.
-
-    A last line that is not JSON was cut short by a crash mid-write: it is skipped (the epochs
-    before it count). Any other line that is not JSON is a DataError naming `where` and the line;
-    blank lines and lines that are not objects are skipped.
-    """
-    lines = text.splitlines()
-    rows = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if i == len(lines):
-                break
-            raise DataError(f"{where}:{i}: not a JSON line ({exc.msg})") from exc
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
-def read_rows(path: str | Path) -> list[dict[str, Any]] | None:
-    """`parse_rows` of a local file; None when there is no such file.
-
-    Raises:
-        DataError: the file cannot be read, or a line other than the last is not JSON.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read it ({exc})") from exc
-    return parse_rows(text, str(path))
-
-
 def train_defaults() -> dict[str, Any]:
     """TrainConfig's default value of every field that has one."""
     return {f.name: f.default for f in dataclasses.fields(TrainConfig)
@@ -246,12 +215,6 @@ class Experiment:
         return effective_params(trial.config, self.names, train_defaults())
 
 
-def is_experiment(path: Path) -> bool:
-    """A `countnet search` experiment (or any Ray Tune one with trial directories)."""
-    return ((path / SEARCH_INFO_FILE).is_file() or any(path.glob("experiment_state-*.json"))
-            or any(path.glob(f"*/{PARAMS_FILE}")))
-
-
 def load_experiment(exp_dir: str | Path) -> Experiment:
     """Every trial of an experiment directory, read from Ray's and countnet's files.
 
@@ -278,7 +241,7 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
     names = searched_names(search, configs)
     trials = []
     for d, config in zip(dirs, configs):
-        rows = read_rows(d / RESULT_FILE) or []
+        rows = read_jsonl(d / RESULT_FILE) or []
         done = bool(rows and rows[-1].get("done"))
         # A trial Ray restarted after a failure and that then ended keeps its error.txt.
         status = TERMINATED if done else ERROR if (d / ERROR_FILE).is_file() else UNFINISHED
@@ -332,23 +295,20 @@ def effective_params(config: dict[str, Any], names: list[str],
 
 # ---- run directories --------------------------------------------------------------------------
 
-def is_run(path: Path) -> bool:
-    """A `countnet train` run directory."""
-    return (path / METRICS_FILE).is_file() or (path / RUN_CONFIG_FILE).is_file()
-
-
 def load_run(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """A run directory's per-epoch metrics and its config.
+    """A run directory's per-epoch metrics (`countnet.rundir.read_metrics`) and its config.
+
+    Args:
+        run_dir: the run directory.
 
     Raises:
         DataError: no metrics.jsonl, or no epoch in it.
     """
     run = Path(run_dir)
     path = run / METRICS_FILE
-    rows = read_rows(path)
-    if rows is None:
+    if not path.is_file():
         raise DataError(f"{run}: no {METRICS_FILE}: no epoch of this run finished yet")
-    history = per_epoch(rows)
+    history = per_epoch(read_metrics(run))
     if not history:
         raise DataError(f"{path}: no epochs in it")
     config: dict[str, Any] = {}

@@ -33,19 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from countnet.by_count import BY_COUNT_KEY, EVALUATION_FILES, find_by_count
-from countnet.errors import DataError
 from countnet.experiment import (
-    METRICS_FILE,
-    PARAMS_FILE,
     RUN_BEST_METRIC,
     RUN_BEST_MODE,
-    SEARCH_INFO_FILE,
     STEP,
     Experiment,
     Trial,
     best_epoch,
-    is_experiment,
-    is_run,
     load_experiment,
     load_run,
 )
@@ -53,6 +47,7 @@ from countnet.formatting import format_params, is_finite
 from countnet.importances import param_importances
 from countnet.overfit_report import is_overfit, overfit_section
 from countnet.report_plots import plot_curves, plot_errors, plot_history, plot_importances
+from countnet.rundir import EXPERIMENT, RUN, expect_kind
 from countnet.rung_report import PNG_RUNGS, write_rung_audit
 
 REPORT_DIR = "report"  # default output, inside the experiment or run directory
@@ -76,20 +71,17 @@ def write_report(directory: str | Path, out_dir: str | Path | None = None, *,
         top: trials drawn in curves.png (>= 1; `countnet report --top` checks it).
 
     Raises:
-        DataError: not a directory, neither kind of directory, or unreadable files.
-        ConfigError: an experiment without trials.
+        ConfigError: neither kind of directory (`countnet.rundir.expect_kind`), or an
+            experiment without trials.
+        DataError: unreadable files, or a run without epochs.
     """
     src = Path(directory)
-    if not src.is_dir():
-        raise DataError(f"{src}: no such directory")
+    kind = expect_kind(src, (RUN, EXPERIMENT))
     out = Path(out_dir) if out_dir is not None else src / REPORT_DIR
-    if is_run(src) and not is_experiment(src):
+    if kind == RUN:
         history, config = load_run(src)
         out.mkdir(parents=True, exist_ok=True)
         return _run_report(src, history, config, out)
-    if not is_experiment(src):
-        raise DataError(f"{src}: neither a run directory ({METRICS_FILE}) nor a search "
-                        f"experiment ({SEARCH_INFO_FILE}, trial_*/{PARAMS_FILE})")
     exp = load_experiment(src)
     out.mkdir(parents=True, exist_ok=True)
     return _experiment_report(exp, out, Path(bundle) if bundle else None, top)

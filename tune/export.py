@@ -18,12 +18,13 @@ from typing import Any
 
 from countnet import suite
 from countnet.bundle import BUNDLE_OUTPUT, write_bundle
-from countnet.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from countnet.checkpoint import load_checkpoint
 from countnet.config import ConfigError, TrainConfig
 from countnet.experiment import Trial
 from countnet.formatting import format_params, nan_to_null
 from countnet.outdir import check_out_dir
 from countnet.overfit_curve import OVERFIT_TARGET, OverfitCurve, overfit_curve, overfit_lines
+from countnet.rundir import CHECKPOINT, kind_of
 from countnet.train import METRIC_KEYS, Diverged, fit
 from tune.results import best_result, load_trials, read_search_info
 from tune.storage import normalise
@@ -148,7 +149,7 @@ def best_val_state(trial: Trial, checkpoint: Any,
     for ckpt, sub in candidates:
         with ckpt.as_directory() as local:
             path = Path(local) / sub if sub else Path(local)
-            if not (path / CHECKPOINT_FILE).is_file():
+            if kind_of(path) != CHECKPOINT:
                 continue
             state = load_checkpoint(path)
         if int(state["epoch"]) == want:

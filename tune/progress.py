@@ -30,9 +30,9 @@ from countnet.experiment import (
     STEP,
     TERMINATED,
     make_trial,
-    read_rows,
 )
 from countnet.formatting import format_params, is_finite
+from countnet.rundir import read_jsonl
 
 STEP_KEY = STEP
 
@@ -169,7 +169,7 @@ def _results(trial: Any) -> list[dict[str, Any]]:
     """The rows Ray wrote for a trial (its result.json in the experiment, else the driver's
     staging copy); [] when neither is there."""
     for base in (trial.path, trial.local_path):
-        rows = None if base is None else read_rows(Path(base) / RESULT_FILE)
+        rows = None if base is None else read_jsonl(Path(base) / RESULT_FILE)
         if rows is not None:
             return rows
     return []

@@ -24,10 +24,10 @@ from countnet.experiment import (
     SEARCH_INFO_FILE,
     Trial,
     make_trial,
-    parse_rows,
     rank,
 )
 from countnet.formatting import fmt_number, format_params
+from countnet.rundir import CHECKPOINT, kind_of, parse_jsonl
 from countnet.train import METRIC_KEYS
 from tune.storage import is_uri, normalise, read_text
 
@@ -83,10 +83,10 @@ def load_trials(exp_dir: str | Path, metric: str, mode: str) -> list[Trial]:
         text = read_text(where)
         kept = {} if result is None else {
             int(m["epoch"]): c for c, m in result.best_checkpoints
-            if "epoch" in m and (not local or (Path(c.path) / CHECKPOINT_FILE).is_file())}
+            if "epoch" in m and (not local or kind_of(c.path) == CHECKPOINT)}
         out.append(make_trial(trial.trial_id, trial.path, str(trial.status), dict(trial.config),
                               dict(trial.evaluated_params or {}),
-                              [] if text is None else parse_rows(text, where), metric, mode,
+                              [] if text is None else parse_jsonl(text, where), metric, mode,
                               checkpoints=kept,
                               latest_checkpoint=None if result is None else result.checkpoint))
     return out

@@ -31,9 +31,9 @@ from countnet.experiment import (
     STEP,
     TERMINATED,
     make_trial,
-    read_rows,
 )
 from countnet.formatting import is_finite
+from countnet.rundir import read_jsonl
 from countnet.train import METRIC_KEYS
 from tune.storage import is_uri
 
@@ -113,7 +113,7 @@ class CountnetTBXLogger(TBXLoggerCallback):
             for base in (trial.local_path, trial.path):
                 if not base or is_uri(str(base)):
                     continue
-                for row in read_rows(Path(base) / RESULT_FILE) or []:
+                for row in read_jsonl(Path(base) / RESULT_FILE) or []:
                     if STEP_KEY in row:
                         rows.setdefault(int(row[STEP_KEY]), row)
         return [rows[e] for e in sorted(rows)]

@@ -15,7 +15,15 @@ from countnet.datasets import load_splits
 from countnet.diagnose import short_verdict
 from countnet.formatting import fmt_number
 from countnet.outdir import check_out_dir, clear_out_dir
-from countnet.rundir import RUN_OUTPUT, SUITE_FILE, RunLogger
+from countnet.rundir import (
+    CHECKPOINTS_DIR,
+    LAST,
+    RUN_CONFIG_FILE,
+    RUN_OUTPUT,
+    SUITE_FILE,
+    RunLogger,
+    checkpoint_dir,
+)
 from countnet.train import METRIC_KEYS, Diverged, ProgressFn, fit, pick_device
 
 # Tiny data, the `simple` model, 2 epochs: the whole pipeline in seconds.
@@ -58,9 +66,9 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     A resumed run takes the config saved in its run dir.
     """
     if args.resume is not None:
-        saved = args.resume / "config.yaml"
+        saved = args.resume / RUN_CONFIG_FILE
         if not saved.is_file():
-            raise ConfigError(f"--resume {args.resume}: no config.yaml there")
+            raise ConfigError(f"--resume {args.resume}: no {RUN_CONFIG_FILE} there")
         return TrainConfig.from_yaml(saved, args.overrides)
     cfg = TrainConfig.from_yaml(args.config or "", args.overrides)
     if args.smoke_test:  # tiny sizes, except where --set names a field explicitly
@@ -81,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
             return train_into(cfg, Path(tmp), None, progress=not args.no_progress,
                               verbose=args.verbose, keep=False)
     out = args.resume or args.out or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
-    resume = out / "checkpoints" / "last" if args.resume else None
+    resume = checkpoint_dir(out, LAST) if args.resume else None
     if resume is not None and not resume.is_dir():
-        raise ConfigError(f"--resume {out}: no checkpoints/last to continue from")
+        raise ConfigError(f"--resume {out}: no {CHECKPOINTS_DIR}/{LAST} to continue from")
     if resume is None:  # a used run dir is never appended to: refused, or replaced with --force
         check_out_dir(out, force=args.force, kind=RUN_OUTPUT)
     return train_into(cfg, out, resume, progress=not args.no_progress, verbose=args.verbose,
