@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from countnet.config import TrainConfig
+from countnet.experiment import load_experiment
+from countnet.folder import load_rows, read_labels_csv
 from countnet.suite import SUITE_SETS
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -123,6 +126,62 @@ def test_rank_fidelity_tiny(tmp_path) -> None:
 def test_ray_script_tiny(name, local_ray, tmp_path) -> None:
     assert load_script(name).main(["--tiny", "--out-dir", str(tmp_path)]) == 0
     check_result(tmp_path / f"{name}-tiny.json")
+
+
+@pytest.mark.slow
+def test_search_vs_default_tiny(local_ray, tmp_path) -> None:
+    script = load_script("search_vs_default")
+    work = tmp_path / "work"
+    assert script.main(["--tiny", "--keep", str(work), "--out-dir", str(tmp_path)]) == 0
+    result = check_result(tmp_path / "search_vs_default-tiny.json")
+    assert result["seeds"] == [0, 1]  # one search per sampler seed, each its own experiment
+    sets = {"split", *SUITE_SETS}
+    assert set(result["default"]["sets"]) == sets
+    defaults = TrainConfig()
+    for seed, fig in result["searches"].items():
+        assert set(fig["winner"]["sets"]) == sets and fig["winner"]["sets"]["pil"]["n"] == 32
+        # generalise.yaml starts from the defaults: the trial found as the starting one is it.
+        exp = load_experiment(work / "exp" / f"seed{seed}")
+        start = next(t for t in exp.trials if t.trial_id == fig["start_trial"])
+        assert all(start.config[k] == getattr(defaults, k)
+                   for k in ("lr", "width", "depth", "batch_size", "ema_epochs"))
+        assert fig["n_sampled"] == fig["n_trials"] - 1 == 2
+        assert fig["winner_is_start"] == (fig["winner_trial"] == fig["start_trial"])
+
+
+@pytest.mark.slow
+def test_search_adapts_tiny(local_ray, tmp_path) -> None:
+    script = load_script("search_adapts")
+    work = tmp_path / "work"
+    assert script.main(["--tiny", "--keep", str(work), "--out-dir", str(tmp_path)]) == 0
+    result = check_result(tmp_path / "search_adapts-tiny.json")
+    run = result["runs"]["0"]
+    assert run["default"]["n"] == run["winner"]["n"] == 24  # the whole held-out folder
+    assert run["reduction"] == pytest.approx(1 - run["winner"]["mae"] / run["default"]["mae"])
+    # The search trained on the folder (`--set data=folder`), its start trial included.
+    exp = load_experiment(work / "exp" / "seed0")
+    assert all(t.config["data"] == "folder" for t in exp.trials) and run["start_trial"]
+    assert [len(read_labels_csv(work / "shapes" / s / "labels.csv")) for s in ("train", "val")
+            ] == [48, 16]
+
+
+def test_search_adapts_shape_folder(tmp_path) -> None:
+    """search_adapts.py's renderer: countnet's folder format, the same images for the same
+    seed, other images for another seed (the held-out folder is drawn separately)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    from shape_folder import IMAGE_SIZE, write_folder
+
+    counts = write_folder(tmp_path / "a", 6, seed=1)
+    write_folder(tmp_path / "b", 6, seed=1)
+    write_folder(tmp_path / "c", 6, seed=2)
+    rows = read_labels_csv(tmp_path / "a" / "labels.csv")
+    assert [r.count for r in rows] == counts
+    x, y = load_rows(tmp_path / "a", rows, IMAGE_SIZE, 1)  # what `data: folder` reads
+    assert x.shape == (6, 1, IMAGE_SIZE, IMAGE_SIZE) and y.tolist() == counts
+    images = {k: [(tmp_path / k / r.name).read_bytes() for r in rows] for k in "abc"}
+    assert images["a"] == images["b"]
+    assert all(p != q for p, q in zip(images["a"], images["c"]))
 
 
 @pytest.mark.slow
