@@ -217,10 +217,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
         ckpt = load_checkpoint(ckpt_path)
         cfg, state = config_from(ckpt["config"], f"{ckpt_path}: config"), ckpt["model"]
         where = f"{ckpt_path}: model"
-    # Weights are loaded below: a local pre-trained file is not needed (nor read) again.
-    cfg_model = cfg.replace(weights_path="")
-    check_shapes(cfg_model, state, where)
-    model = model_from_config(cfg_model)
+    check_shapes(cfg, state, where)
+    model = model_from_config(cfg)
     model.load_state_dict(state)
     return model.to(device).eval(), cfg
 

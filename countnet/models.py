@@ -190,19 +190,35 @@ def build_model(name: str, **options: object) -> CountNet:
 
 
 def model_from_config(cfg: TrainConfig) -> CountNet:
-    """Build the run's model (passing it only its own options), load weights_path into a
-    ResNet's body, and apply freeze_body (head-only training).
+    """Build the run's model, passing it only its own options, and apply freeze_body (head-only
+    training). It reads no file: weights come from a checkpoint or bundle (`load_state_dict`),
+    or, when a run starts, from weights_path (`load_pretrained`).
 
     The frozen body's BatchNorm layers still run in train mode (batch statistics, drifting
     running statistics), as in PyTorch and fastai after `model.train()`; `freeze_bn` fixes them.
+
+    Args:
+        cfg: the run's config; its model-specific fields go to the builder (`model_options`).
     """
     model = build_model(cfg.model, **{key: getattr(cfg, key) for key in model_options(cfg.model)})
-    if cfg.weights_path and cfg.model in TORCHVISION_ARCH:
-        load_torchvision_weights(model, TORCHVISION_ARCH[cfg.model], cfg.weights_path)
     if cfg.freeze_body:
         for p in model.body.parameters():
             p.requires_grad_(False)
     return model
+
+
+def load_pretrained(model: CountNet, cfg: TrainConfig) -> None:
+    """Load weights_path (a local torchvision state_dict) into a ResNet's body, in place.
+
+    Only a run's start needs it: a checkpoint or bundle holds every weight already, so loading
+    one never reads (nor needs) the pre-trained file again.
+
+    Args:
+        model: `model_from_config(cfg)`.
+        cfg: the run's config; nothing happens without weights_path or for a model without one.
+    """
+    if cfg.weights_path and cfg.model in TORCHVISION_ARCH:
+        load_torchvision_weights(model, TORCHVISION_ARCH[cfg.model], cfg.weights_path)
 
 
 def set_train_mode(model: nn.Module, cfg: TrainConfig) -> None:

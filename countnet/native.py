@@ -82,7 +82,7 @@ def geometry(cfg: TrainConfig) -> Geometry:
         cfg: the model's training config.
     """
     with torch.device("meta"):
-        skeleton = model_from_config(cfg.replace(weights_path="")).body.eval()
+        skeleton = model_from_config(cfg).body.eval()
     probe = torch.empty((1, cfg.channels, PROBE_PX, PROBE_PX), device="meta")
     out = skeleton(probe).shape[2]
     stride = PROBE_PX // out

@@ -279,7 +279,7 @@ def _model_and_config(model: nn.Module | Mapping[str, torch.Tensor] | str | Path
         raise TypeError("cfg is required with a loaded model or a state_dict")
     if isinstance(model, nn.Module):
         return model.eval(), cfg
-    net = model_from_config(cfg.replace(weights_path=""))  # weights come from the state_dict
+    net = model_from_config(cfg)  # weights come from the state_dict
     net.load_state_dict(model)
     return net.eval(), cfg
 

@@ -25,7 +25,7 @@ from countnet.augment import augment_batch
 from countnet.checkpoint import load_checkpoint, save_checkpoint
 from countnet.config import ConfigError, TrainConfig
 from countnet.datasets import Splits, load_splits
-from countnet.models import model_from_config, set_train_mode
+from countnet.models import load_pretrained, model_from_config, set_train_mode
 from countnet.precision import autocast, resolve
 
 METRIC_KEYS = ("epoch", "lr_now", "train_loss", "train_loss_eval", "val_loss", "val_mae",
@@ -168,7 +168,9 @@ class _Trainer:
         self.cfg, self.splits, self.device = cfg, splits, device
         self.precision = resolve(cfg.precision, device)
         torch.manual_seed(cfg.seed)
-        self.model = model_from_config(cfg).to(device)
+        model = model_from_config(cfg)
+        load_pretrained(model, cfg)
+        self.model = model.to(device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.steps = math.ceil(len(splits.train_x) / cfg.batch_size)

@@ -7,6 +7,7 @@ from countnet.config import MODEL_NAMES, TrainConfig
 from countnet.models import (
     MODELS,
     build_model,
+    load_pretrained,
     model_fields,
     model_from_config,
     model_options,
@@ -37,8 +38,10 @@ def test_resnet_large_stem_and_local_weights(tmp_path) -> None:
     ref = torchvision.models.resnet18(weights=None)
     path = tmp_path / "r18.pt"
     torch.save(ref.state_dict(), path)
-    model = model_from_config(TrainConfig(model="resnet18", channels=3, small_stem=False,
-                                          weights_path=str(path)))
+    cfg = TrainConfig(model="resnet18", channels=3, small_stem=False, weights_path=str(path))
+    model = model_from_config(cfg)
+    assert not torch.equal(model.body[0].weight, ref.conv1.weight)  # building reads no file
+    load_pretrained(model, cfg)
     assert torch.equal(model.body[0].weight, ref.conv1.weight)  # the local file was loaded
     assert model(torch.rand(1, 3, 96, 96)).shape == (1,)
 
@@ -53,7 +56,7 @@ def test_a_builder_takes_only_the_options_it_declares() -> None:
         build_model("resnet18", width=8)
     with pytest.raises(ValueError, match="small_stem: model simple does not take it"):
         build_model("simple", small_stem=True)
-    assert "weights_path" not in model_options("resnet18")  # loading is model_from_config's
+    assert "weights_path" not in model_options("resnet18")  # loading is load_pretrained's
     assert model_fields("resnet18") >= {"small_stem", "weights_path"}
     assert model_specific_fields() == {"width", "depth", "batchnorm", "small_stem", "weights_path"}
     for name in MODELS:  # every option is a TrainConfig field of the same name
