@@ -12,8 +12,11 @@ Each rule is defined once, here:
 
 - a trial's history (`epoch_history`): one row per epoch, the last report of an epoch winning (a
   restarted trial repeats some), with the keys of `countnet.train.METRIC_KEYS` and `diverged`;
-- a trial's best epoch (`best_epoch`): the best finite target value over its epochs, diverged
-  epochs excluded, the first on ties: the epoch `countnet export` takes;
+- a trial's best epoch (`best_epoch`), the epoch `countnet export` takes and by which trials are
+  ranked (`rank`); which epoch that is depends on the search's target (`rank_scope`, defined in
+  `countnet.overfit_curve` next to the target it is about): scope "all" (generalise) is the best
+  finite target value over its epochs, the first on ties; scope "last" (overfit) is its last
+  epoch with a finite target value; diverged epochs excluded in both;
 - its outcome (`Trial.outcome`): diverged, error, stopped@N (ASHA stopped it: it ended cleanly
   before its planned epochs), complete, or the state of an unfinished trial.
 
@@ -36,6 +39,7 @@ from typing import Any
 from countnet.config import ConfigError, TrainConfig, read_yaml
 from countnet.errors import DataError
 from countnet.formatting import is_finite
+from countnet.overfit_curve import SCOPE_ALL, SCOPE_LAST, rank_scope
 from countnet.rundir import (
     BEST_METRIC,
     METRICS_FILE,
@@ -75,7 +79,9 @@ class Trial:
     history: list[dict[str, Any]]  # one row per epoch (`epoch_history`)
     planned: int  # epochs of a full trial
     start: float = math.inf  # seconds since the epoch, estimated from its first result
-    best: dict[str, Any] | None = None  # the epoch row `countnet export` takes (`best_epoch`)
+    # The epoch row `countnet export` takes and the trial is ranked by (`best_epoch`): its best
+    # one by the target, or its last one under scope "last" (`rank_scope`).
+    best: dict[str, Any] | None = None
     # epoch -> the checkpoint kept for it: Ray's record (ray.tune.Checkpoint), filled by
     # tune.results; empty when read from the files alone.
     checkpoints: dict[int, Any] = field(default_factory=dict)
@@ -112,7 +118,7 @@ def make_trial(trial_id: str, path: str | Path, status: str, config: dict[str, A
                params: dict[str, Any], rows: list[dict[str, Any]], metric: str, mode: str,
                planned: int | None = None, start: float = math.inf,
                checkpoints: dict[int, Any] | None = None,
-               latest_checkpoint: Any = None) -> Trial:
+               latest_checkpoint: Any = None, scope: str = SCOPE_ALL) -> Trial:
     """A Trial from its result rows, with its per-epoch history and best epoch.
 
     Args:
@@ -128,6 +134,8 @@ def make_trial(trial_id: str, path: str | Path, status: str, config: dict[str, A
         start: when it started (seconds since the epoch), for ordering.
         checkpoints: epoch -> the checkpoint kept for it.
         latest_checkpoint: Ray's latest kept checkpoint of the trial.
+        scope: which epoch is its best (`best_epoch`): SCOPE_ALL or SCOPE_LAST
+            (`rank_scope` of the search's target).
     """
     history = epoch_history(rows)
     if planned is None:
@@ -135,7 +143,7 @@ def make_trial(trial_id: str, path: str | Path, status: str, config: dict[str, A
     trial = Trial(str(trial_id), str(path), status, dict(config), dict(params), history,
                   planned, start, checkpoints=dict(checkpoints or {}),
                   latest_checkpoint=latest_checkpoint)
-    trial.best = best_epoch(history, metric, mode)
+    trial.best = best_epoch(history, metric, mode, scope=scope)
     return trial
 
 
@@ -156,25 +164,34 @@ def per_epoch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def best_epoch(history: list[dict[str, Any]], metric: str, mode: str,
-               epochs: set[int] | None = None) -> dict[str, Any] | None:
-    """The epoch row with the best finite `metric`, diverged rows excluded; the first on ties.
+               epochs: set[int] | None = None,
+               scope: str = SCOPE_ALL) -> dict[str, Any] | None:
+    """The epoch row that stands for a trial: among the rows with a finite `metric`, diverged
+    rows excluded, the best one (scope "all", the first on ties) or the last one (scope "last");
+    None when there is no such row.
 
     Args:
-        history: per-epoch rows.
+        history: per-epoch rows in epoch order.
         metric: the metric to rank by.
-        mode: "min" or "max".
+        mode: "min" or "max" (unused under scope "last": the last row is taken as it is).
         epochs: only these epochs (None: all).
+        scope: SCOPE_ALL or SCOPE_LAST (`rank_scope` of the search's target).
     """
     rows = [r for r in history if is_finite(r.get(metric)) and r.get(DIVERGED_KEY) is not True
             and (epochs is None or int(r[STEP]) in epochs)]
     if not rows:
         return None
+    if scope == SCOPE_LAST:
+        # The trainable checkpoints every finite epoch and no other, so this row's checkpoint is
+        # the trial's latest one, which Ray always keeps.
+        return rows[-1]
     pick = min if mode == "min" else max
     return pick(rows, key=lambda r: r[metric])
 
 
 def rank(trials: list[Trial], metric: str, mode: str) -> list[Trial]:
-    """Trials that can be best (not diverged, with a finite value), best first."""
+    """Trials that can be best (not diverged, with a finite value), best first, each by the
+    value at its `Trial.best` (its best or its last epoch, as `make_trial`'s scope chose)."""
     ok = [t for t in trials if t.best is not None and not t.diverged]
     return sorted(ok, key=lambda t: t.best[metric], reverse=mode == "max")
 
@@ -199,6 +216,11 @@ class Experiment:
     scheduler: dict[str, Any] = field(default_factory=dict)  # the space's `scheduler` mapping
     target: str = ""
     names: list[str] = field(default_factory=list)  # the searched fields (`searched_names`)
+
+    @property
+    def scope(self) -> str:
+        """Which epoch stands for each trial (`rank_scope` of the target): "all" or "last"."""
+        return rank_scope(self.target)
 
     def ranked(self) -> list[Trial]:
         """Trials with a best epoch, best first (diverged ones never rank)."""
@@ -231,6 +253,7 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
     exp = Path(exp_dir)
     info = _read_json(exp / SEARCH_INFO_FILE) if (exp / SEARCH_INFO_FILE).is_file() else {}
     metric, mode = info.get("metric", RUN_BEST_METRIC), info.get("mode", RUN_BEST_MODE)
+    target = info.get("target", "")
     space = info.get("space") or {}
     search, scheduler = dict(space.get("search") or {}), dict(space.get("scheduler") or {})
     dirs = sorted(p.parent for p in exp.glob(f"*/{PARAMS_FILE}"))
@@ -251,13 +274,12 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
             str(first.get("trial_id") or d.name.removeprefix("trial_")), d, status, config,
             {n: config[n] for n in names if n in config}, rows, metric, mode,
             planned=int(config.get("epochs", scheduler.get("max_epochs", 0)) or 0),
-            start=start))
+            start=start, scope=rank_scope(target)))
     if not any(t.history for t in trials):
         raise ConfigError(f"{exp}: no trial reported an epoch yet ({len(trials)} trial "
                           f"directories, no {RESULT_FILE} rows)")
     trials.sort(key=lambda t: (t.start, t.trial_id))
-    return Experiment(exp, metric, mode, trials, search, scheduler, info.get("target", ""),
-                      names)
+    return Experiment(exp, metric, mode, trials, search, scheduler, target, names)
 
 
 def searched_names(search: dict[str, Any], configs: list[dict[str, Any]]) -> list[str]:

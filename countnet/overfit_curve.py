@@ -8,6 +8,9 @@ report` and `countnet export` state the same figures of a trial's per-epoch hist
 - the minimum val_loss and its epoch (where early stopping would have stopped);
 - the final val_loss and its ratio to that minimum (> 1: val_loss passed its minimum and rose).
 
+The rule of which epoch stands for a trial when trials are ranked is here too (`rank_scope`: an
+overfit trial is its last epoch, any other its best), next to the target it is about.
+
 Pure computation on plain rows: no Ray, no torch, no printing.
 """
 
@@ -20,6 +23,34 @@ from countnet.formatting import is_finite
 
 OVERFIT_TARGET = "overfit"
 STEP = "epoch"
+# Which epoch of a trial stands for it when trials are ranked (Ray's `scope` of
+# `ResultGrid.get_best_result`): its best one over all epochs, or its last one.
+SCOPE_ALL, SCOPE_LAST = "all", "last"
+
+
+def rank_scope(target: str | None) -> str:
+    """The epoch that stands for a trial of a search with `target`: SCOPE_LAST or SCOPE_ALL.
+
+    The overfit baseline is the net that memorised its training set, which it is at the END of
+    training: its best gap over all epochs is the transient of the first epochs, where an
+    untrained net's losses are in the hundreds on both sets and their difference is sampling
+    noise (a gap of 386 at val_acc 0.03). So an overfit trial is its last finite, non-diverged
+    epoch. Any other target (generalise: min val_loss), or none (a foreign experiment), ranks a
+    trial by its best epoch over all epochs.
+
+    Args:
+        target: the search's target (`tune.space.TARGETS`); None or "" when unknown.
+    """
+    return SCOPE_LAST if target == OVERFIT_TARGET else SCOPE_ALL
+
+
+def scope_word(scope: str) -> str:
+    """"last" or "best": how messages name the epoch that stands for a trial under `scope`.
+
+    Args:
+        scope: SCOPE_ALL or SCOPE_LAST.
+    """
+    return "last" if scope == SCOPE_LAST else "best"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ For a run directory (`countnet train`) it writes `curves.png` (and `error_by_cou
 `report.md`.
 
 This module is the driver: what to draw, the CSV and the Markdown. The files are read without Ray
-by `countnet.experiment` (a trial's best epoch is the one `countnet export` takes), and drawn by
+by `countnet.experiment` (a trial's best epoch is the one `countnet export` takes: for the overfit
+target its last epoch, and the report says "last" where it would say "best"), and drawn by
 `countnet.report_plots` on matplotlib's Agg canvas: no display, no browser.
 """
 
@@ -45,6 +46,7 @@ from countnet.experiment import (
 )
 from countnet.formatting import format_params, is_finite
 from countnet.importances import param_importances
+from countnet.overfit_curve import scope_word
 from countnet.overfit_report import is_overfit, overfit_section
 from countnet.report_plots import plot_curves, plot_errors, plot_history, plot_importances
 from countnet.rundir import EXPERIMENT, RUN, expect_kind
@@ -91,26 +93,28 @@ def _experiment_report(exp: Experiment, out: Path, bundle: Path | None, top: int
     written: dict[str, Path] = {}
     notes: list[str] = []
     ranked = exp.ranked()
+    word = scope_word(exp.scope)  # each trial stands by its "best" or its "last" epoch
     written["history"] = plot_history(exp, out / PNG_HISTORY)
     points = [(exp.effective_params(t), float(t.best[exp.metric])) for t in ranked]
     importances = param_importances(points, exp.mode, exp.search) if points else {}
     if importances:
         written["importances"] = plot_importances(
             importances, len(points), sum(t.stopped_early for t in ranked), exp.metric,
-            out / PNG_IMPORTANCES)
+            out / PNG_IMPORTANCES, word=word)
     else:
         notes.append(f"no parameter importances: they need two trials with a finite "
                      f"{exp.metric} and a parameter that varies ({len(points)} trials)")
     if ranked:
-        panels = [(f"#{i} {t.trial_id} ({t.outcome}): best {exp.metric} "
+        panels = [(f"#{i} {t.trial_id} ({t.outcome}): {word} {exp.metric} "
                    f"{t.best[exp.metric]:.4g} at epoch {int(t.best[STEP])}",
                    textwrap.fill(format_params(exp.effective_params(t)), WRAP), t.history,
                    int(t.best[STEP]))
                   for i, t in enumerate(ranked[:top], 1)]
         written["curves"] = plot_curves(panels, exp.rungs(), out / PNG_CURVES,
-                                        exp.scheduler.get("max_epochs"))
+                                        exp.scheduler.get("max_epochs"),
+                                        marker_label=f"{word} epoch")
     _, rung_lines = write_rung_audit({t.trial_id: t.history for t in exp.trials}, exp.rungs(),
-                                     exp.metric, exp.mode, out)
+                                     exp.metric, exp.mode, out, exp.scope)
     series = find_by_count([p for p in (bundle, exp.path) if p is not None])
     if series:
         winner = ranked[0].trial_id if ranked else "?"
@@ -155,6 +159,7 @@ def _experiment_md(exp: Experiment, ranked: list[Trial], importances: dict[str, 
     def link(key: str, alt: str) -> list[str]:
         return [f"![{alt}]({written[key].relative_to(base)})", ""] if key in written else []
 
+    word = scope_word(exp.scope)
     counts: dict[str, int] = {}
     for t in exp.trials:
         kind = "stopped early" if t.stopped_early else t.outcome
@@ -162,13 +167,13 @@ def _experiment_md(exp: Experiment, ranked: list[Trial], importances: dict[str, 
     lines = [f"# Search report: {exp.path.name}", "",
              f"- experiment: `{exp.path}`",
              f"- target: {exp.target or '?'} ({exp.mode} `{exp.metric}`), each trial at its "
-             f"best epoch (the one `countnet export` takes)",
+             f"{word} epoch (the one `countnet export` takes)",
              f"- trials: {len(exp.trials)} ("
              + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + ")",
              f"- one row per trial: [{TRIALS_CSV}]({TRIALS_CSV})", ""]
     if ranked:
         lines += ["## Top trials", "",
-                  f"| # | trial | outcome | best epoch | {exp.metric} | val_acc | parameters |",
+                  f"| # | trial | outcome | {word} epoch | {exp.metric} | val_acc | parameters |",
                   "| ---: | --- | --- | ---: | ---: | ---: | --- |"]
         for i, t in enumerate(ranked[:10], 1):
             b = t.best
@@ -180,7 +185,7 @@ def _experiment_md(exp: Experiment, ranked: list[Trial], importances: dict[str, 
     lines += ["## Optimisation history", "", *link("history", "optimisation history")]
     lines += ["## Parameter importances", ""]
     if importances:
-        lines += [f"Over the best-epoch {exp.metric} of all {len(ranked)} ranked trials, the "
+        lines += [f"Over the {word}-epoch {exp.metric} of all {len(ranked)} ranked trials, the "
                   f"ones ASHA stopped included: "
                   + ", ".join(f"`{k}` {v:.2f}" for k, v in importances.items()) + ".", "",
                   *link("importances", "parameter importances")]

@@ -13,6 +13,7 @@ from typing import Any
 
 from countnet.experiment import STEP, Experiment
 from countnet.formatting import is_finite
+from countnet.overfit_curve import scope_word
 from countnet.plotting import FONT_SIZE, figure, save, style
 
 CURVE_KEYS = ("train_loss", "train_loss_eval", "val_loss")
@@ -54,7 +55,8 @@ def _minor_log_label(v: float, _pos: Any = None) -> str:
 
 
 def plot_history(exp: Experiment, path: Path) -> Path:
-    """Best-epoch target value per trial in start order, best so far, ASHA-stopped marked."""
+    """Best-epoch target value per trial in start order, best so far, ASHA-stopped marked (the
+    last epoch's value when the target ranks trials by their last epoch: `Experiment.scope`)."""
     fig = figure(8.0, 4.6)
     ax = fig.subplots()
     better = (lambda a, b: a < b) if exp.mode == "min" else (lambda a, b: a > b)
@@ -95,7 +97,8 @@ def plot_history(exp: Experiment, path: Path) -> Path:
         ax.plot([], [], color="tab:red", alpha=0.25, linewidth=4,
                 label=f"diverged / no value ({len(no_value)})")
     ax.set_xlabel("trial, in the order the trials started", fontsize=FONT_SIZE)
-    ax.set_ylabel(f"{exp.metric} at the trial's best epoch ({exp.mode})", fontsize=FONT_SIZE)
+    ax.set_ylabel(f"{exp.metric} at the trial's {scope_word(exp.scope)} epoch ({exp.mode})",
+                  fontsize=FONT_SIZE)
     ax.set_title(f"Optimisation history: {len(exp.trials)} trials, "
                  f"{sum(t.stopped_early for t in exp.trials)} stopped early by ASHA",
                  fontsize=FONT_SIZE + 1)
@@ -108,8 +111,17 @@ def plot_history(exp: Experiment, path: Path) -> Path:
 
 
 def plot_importances(importances: dict[str, float], n_trials: int, n_stopped: int,
-                     metric: str, path: Path) -> Path:
-    """Horizontal bars, most important on top."""
+                     metric: str, path: Path, word: str = "best") -> Path:
+    """Horizontal bars, most important on top.
+
+    Args:
+        importances: parameter -> importance, most important first.
+        n_trials: the trials they were computed over.
+        n_stopped: how many of them ASHA stopped.
+        metric: the target metric.
+        path: the PNG to write.
+        word: which epoch of each trial the values are ("best" or "last": `scope_word`).
+    """
     names = list(importances)[::-1]
     fig = figure(7.5, 1.4 + 0.42 * len(names))
     ax = fig.subplots()
@@ -121,7 +133,7 @@ def plot_importances(importances: dict[str, float], n_trials: int, n_stopped: in
     ax.set_xlim(0, max(values) * 1.18 if values else 1)
     ax.set_xlabel(f"importance for {metric} (fANOVA, sums to 1)", fontsize=FONT_SIZE)
     ax.set_ylabel("parameter", fontsize=FONT_SIZE)
-    ax.set_title(f"Parameter importances over {n_trials} trials' best epochs\n"
+    ax.set_title(f"Parameter importances over {n_trials} trials' {word} epochs\n"
                  f"({n_stopped} of them stopped early by ASHA)", fontsize=FONT_SIZE + 1)
     style(ax)
     ax.grid(False, axis="y")
@@ -129,7 +141,8 @@ def plot_importances(importances: dict[str, float], n_trials: int, n_stopped: in
 
 
 def plot_curves(panels: list[tuple[str, str, list[dict[str, Any]], int | None]],
-                rungs: list[float], path: Path, max_epochs: int | None = None) -> Path:
+                rungs: list[float], path: Path, max_epochs: int | None = None,
+                marker_label: str = "best epoch") -> Path:
     """Learning curves: one panel per (title, subtitle, history, best epoch).
 
     Args:
@@ -137,6 +150,8 @@ def plot_curves(panels: list[tuple[str, str, list[dict[str, Any]], int | None]],
         rungs: ASHA's rung epochs, drawn as vertical dotted lines ([] for a single run).
         path: the PNG to write.
         max_epochs: the x axis' end (default: the longest history).
+        marker_label: the legend of the marked epoch ("last epoch" when the target ranks a
+            trial by its last epoch).
     """
     n = len(panels)
     cols = 1 if n == 1 else 2
@@ -165,7 +180,7 @@ def plot_curves(panels: list[tuple[str, str, list[dict[str, Any]], int | None]],
                 # Hollow: the val_loss point under it stays visible.
                 ax.plot([best], [row["val_loss"]], marker="*", markersize=16,
                         markerfacecolor="none", markeredgecolor="tab:red", markeredgewidth=1.5,
-                        linestyle="none", label="best epoch", zorder=4)
+                        linestyle="none", label=marker_label, zorder=4)
         _maybe_log(ax, values)
         ax.set_xlim(0.7, last + 0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)

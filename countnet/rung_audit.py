@@ -6,7 +6,8 @@ at the end. For each rung, over the trials that ran past it (those ASHA let go o
 the Spearman rank correlation between the value a trial reported at the rung and its best value
 over its whole run (the epoch `countnet export` takes). ρ near 1: the rung ranks trials as
 their best epochs do. ρ below NOISE_RHO: the ranking at the rung is mostly noise, and ASHA is
-stopping trials on it.
+stopping trials on it. For the overfit target a trial's "best" is its last finite value instead
+(scope "last", `countnet.overfit_curve.rank_scope`): what the rung predicts is the final gap.
 
 Only trials that ran past a rung have a known best value, so ρ is measured on those: it says
 whether the order the rung saw among them held up, not how the trials it stopped would have
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from countnet.formatting import is_finite
+from countnet.overfit_curve import SCOPE_ALL, SCOPE_LAST, scope_word
 
 STEP = "epoch"  # the result key counting epochs (ASHA's time_attr)
 DIVERGED_KEY = "diverged"  # set True by the trainable on an epoch whose loss went non-finite
@@ -39,12 +41,13 @@ class RungAudit:
         epoch: the epoch whose reported value ASHA recorded (the first at or after milestone).
         trial_ids: the trials that ran past the rung with a finite value at it and at best.
         at_rung: each trial's value at `epoch`.
-        best: each trial's best value over its whole run.
+        best: each trial's best value over its whole run (its last one under scope "last").
         stopped: trials whose last epoch is `epoch`, not diverged (ASHA's stops there, and
             trials that ended there for another reason, e.g. still running).
         stopped_values: the finite values at `epoch` of the `stopped` trials.
         rho: the Spearman rank correlation of at_rung and best; None when there are fewer than
             MIN_TRIALS trials or one of them holds a single value (a tie of all).
+        scope: SCOPE_ALL or SCOPE_LAST: which value of a trial `best` holds.
     """
 
     milestone: float
@@ -55,6 +58,7 @@ class RungAudit:
     stopped: tuple[str, ...]
     stopped_values: tuple[float, ...]
     rho: float | None
+    scope: str = SCOPE_ALL
 
     @property
     def n(self) -> int:
@@ -101,7 +105,7 @@ def rung_epoch(milestone: float) -> int:
 
 
 def audit_rungs(histories: Mapping[str, list[dict[str, Any]]], milestones: list[float],
-                metric: str, mode: str) -> list[RungAudit]:
+                metric: str, mode: str, scope: str = SCOPE_ALL) -> list[RungAudit]:
     """Per rung, the Spearman ρ between each surviving trial's value there and its best value.
 
     Args:
@@ -109,6 +113,8 @@ def audit_rungs(histories: Mapping[str, list[dict[str, Any]]], milestones: list[
         milestones: the rungs (`rung_milestones`).
         metric: the value ASHA ranks trials by (the search's target metric).
         mode: "min" or "max": which value is a trial's best.
+        scope: SCOPE_ALL, a trial's best value over its run; SCOPE_LAST, its last finite one
+            (`countnet.overfit_curve.rank_scope` of the target).
 
     Returns:
         One RungAudit per milestone, in increasing order.
@@ -128,13 +134,14 @@ def audit_rungs(histories: Mapping[str, list[dict[str, Any]]], milestones: list[
                     stopped_values.append(float(row[metric]))
             if last <= epoch or row is None or not _usable(row, metric):
                 continue
-            values = [r[metric] for r in by_epoch.values() if _usable(r, metric)]
+            values = [by_epoch[e][metric] for e in sorted(by_epoch)
+                      if _usable(by_epoch[e], metric)]
             ids.append(trial_id)
             at.append(float(row[metric]))
-            best.append(float(pick(values)))
+            best.append(float(values[-1] if scope == SCOPE_LAST else pick(values)))
         rho = spearman(at, best) if len(ids) >= MIN_TRIALS else None
         out.append(RungAudit(milestone, epoch, tuple(ids), tuple(at), tuple(best),
-                             tuple(stopped), tuple(stopped_values), rho))
+                             tuple(stopped), tuple(stopped_values), rho, scope))
     return out
 
 
@@ -191,7 +198,8 @@ def audit_lines(audits: list[RungAudit], metric: str) -> list[str]:
     """
     if not audits:
         return [f"ASHA's rungs: none below max_epochs, so no {metric} audit"]
-    lines = [f"ASHA's rungs: Spearman ρ of {metric} at the rung vs the trial's best, over the "
+    word = scope_word(audits[0].scope)
+    lines = [f"ASHA's rungs: Spearman ρ of {metric} at the rung vs the trial's {word}, over the "
              f"trials that ran past it"]
     for a in audits:
         lines.append(f"  rung epoch {a.epoch}: {a.verdict}; {len(a.stopped)} ended there")

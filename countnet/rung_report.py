@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from countnet.overfit_curve import SCOPE_ALL, scope_word
 from countnet.plotting import FONT_SIZE, log_axis, panels, save, style
 from countnet.rung_audit import NOISE_RHO, RungAudit, audit_rungs, noise_warning
 
@@ -24,7 +25,8 @@ LINEAR_MARGIN = 0.06  # ... or this share of the range (linear axes)
 
 
 def write_rung_audit(histories: Mapping[str, list[dict[str, Any]]], milestones: list[float],
-                     metric: str, mode: str, out_dir: Path) -> tuple[list[RungAudit], list[str]]:
+                     metric: str, mode: str, out_dir: Path,
+                     scope: str = SCOPE_ALL) -> tuple[list[RungAudit], list[str]]:
     """Audit the rungs, draw out_dir/rungs.png when a rung has a trial, and say it in Markdown.
 
     Args:
@@ -33,11 +35,13 @@ def write_rung_audit(histories: Mapping[str, list[dict[str, Any]]], milestones: 
         metric: the search's target metric (what ASHA ranked by).
         mode: "min" or "max".
         out_dir: the report's folder.
+        scope: which value of a trial the rung is compared with: its best (SCOPE_ALL) or its
+            last (SCOPE_LAST; `countnet.overfit_curve.rank_scope` of the target).
 
     Returns:
         (the audits, the lines of report.md's section).
     """
-    audits = audit_rungs(histories, milestones, metric, mode)
+    audits = audit_rungs(histories, milestones, metric, mode, scope)
     png = None
     if any(a.at_rung or a.stopped_values for a in audits):
         png = plot_rungs(audits, metric, out_dir / PNG_RUNGS).name
@@ -55,11 +59,12 @@ def rung_markdown(audits: list[RungAudit], metric: str, png: str | None) -> list
     lines = ["## ASHA's rungs audited", ""]
     if not audits:
         return [*lines, "No rung below max_epochs: ASHA stopped no trial, nothing to audit.", ""]
+    word = scope_word(audits[0].scope)
     lines += [f"ASHA stops a trial at a rung when its {metric} there ranks among the worst. For "
               f"each rung, over the trials that ran past it: Spearman's rank correlation ρ "
-              f"between their {metric} at the rung and their best {metric} over the run. Near "
-              f"1, the rung ranks trials as their best epochs do; below {NOISE_RHO:g}, ASHA "
-              f"stops trials on noise.", "",
+              f"between their {metric} at the rung and their {word} {metric} over the run. "
+              f"Near 1, the rung ranks trials as their {word} epochs do; below {NOISE_RHO:g}, "
+              f"ASHA stops trials on noise.", "",
               "| rung (epoch) | trials past it | ended there | Spearman ρ |",
               "| ---: | ---: | ---: | --- |"]
     for a in audits:
@@ -69,12 +74,12 @@ def rung_markdown(audits: list[RungAudit], metric: str, png: str | None) -> list
     warnings = [w for w in map(noise_warning, audits) if w]
     lines += [*(f"**Warning:** {w}" for w in warnings), *([""] if warnings else [])]
     if png:
-        lines += [f"![ASHA's rungs: {metric} at the rung vs best]({png})", ""]
+        lines += [f"![ASHA's rungs: {metric} at the rung vs {word}]({png})", ""]
     return lines
 
 
 def plot_rungs(audits: list[RungAudit], metric: str, path: Path) -> Path:
-    """One panel per rung: value at the rung (x) against the trial's best value (y).
+    """One panel per rung: value at the rung (x) against the trial's best (or last) value (y).
 
     Args:
         audits: `audit_rungs`' result (at least one).
@@ -91,18 +96,19 @@ def plot_rungs(audits: list[RungAudit], metric: str, path: Path) -> Path:
             handles.setdefault(label, h)
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
                ncol=min(3, len(handles)) or 1, fontsize=FONT_SIZE - 1, frameon=False)
-    fig.suptitle(f"ASHA's rungs: {metric} at the rung vs the trial's best (Spearman ρ)",
-                 fontsize=FONT_SIZE + 1)
+    fig.suptitle(f"ASHA's rungs: {metric} at the rung vs the trial's "
+                 f"{scope_word(audits[0].scope)} (Spearman ρ)", fontsize=FONT_SIZE + 1)
     return save(fig, path)
 
 
 def _panel(ax: Any, audit: RungAudit, metric: str) -> None:
     """One rung's scatter, its equality line and the values of the trials that ended there."""
+    word = scope_word(audit.scope)
     values = [*audit.at_rung, *audit.best, *audit.stopped_values]
     log = bool(values) and min(values) > 0
     lo, hi = _limits(values, log)
     ax.plot([lo, hi], [lo, hi], color="0.6", linestyle="--", linewidth=1,
-            label="best = value at the rung")
+            label=f"{word} = value at the rung")
     if audit.at_rung:
         ax.scatter(audit.at_rung, audit.best, color="tab:blue", s=36, zorder=3,
                    label="trial that ran past the rung")
@@ -110,7 +116,7 @@ def _panel(ax: Any, audit: RungAudit, metric: str) -> None:
         for tid, x, y in zip(audit.trial_ids, audit.at_rung, audit.best):
             ax.annotate(tid, (x, y), fontsize=FONT_SIZE - 3, xytext=(4, 3),
                         textcoords="offset points", color="0.35")
-    if audit.stopped_values:  # no best value to plot: ticks on the x axis
+    if audit.stopped_values:  # no later value to plot: ticks on the x axis
         ax.plot(audit.stopped_values, [0.02] * len(audit.stopped_values), linestyle="none",
                 marker="|", markersize=14, markeredgewidth=1.6, color="tab:orange",
                 transform=ax.get_xaxis_transform(), label="trial that ended at the rung")
@@ -121,7 +127,8 @@ def _panel(ax: Any, audit: RungAudit, metric: str) -> None:
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal" if not log else "auto")
     ax.set_xlabel(f"{metric} at epoch {audit.epoch} (the rung)", fontsize=FONT_SIZE)
-    ax.set_ylabel(f"best {metric} over the run", fontsize=FONT_SIZE)
+    ax.set_ylabel(f"{word} {metric} over the run" if word == "best"
+                  else f"{word} {metric} of the run", fontsize=FONT_SIZE)
     verdict = f"ρ = {audit.rho:.2f}" if audit.rho is not None else audit.verdict
     ax.set_title(f"rung epoch {audit.epoch}: {audit.n} trials ran past it\n{verdict}",
                  fontsize=FONT_SIZE, loc="left", color="tab:red" if audit.noisy else "black")

@@ -89,8 +89,8 @@ def decayed_parameters(model: nn.Module, cfg: TrainConfig) -> list[nn.Parameter]
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW or SGD+momentum; optionally no weight decay on BatchNorm weights and biases."""
     decay = decayed_parameters(model, cfg)
-    no_decay = [p for p in model.parameters()
-                if p.requires_grad and not any(p is q for q in decay)]
+    decayed = {id(p) for p in decay}  # by identity: a tensor's == is elementwise
+    no_decay = [p for p in model.parameters() if p.requires_grad and id(p) not in decayed]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":

@@ -120,9 +120,10 @@ def register_export(sub: argparse._SubParsersAction) -> None:
                    help="retrain the winner with N other seeds; mean and std of val_loss and "
                    "val_acc go into metrics.json")
     p.add_argument("--epoch", choices=("best", "best-val"), default="best",
-                   help="best (default): the best epoch by the metric; best-val: the picked "
-                   "trial's epoch of minimum val_loss, the early-stopped twin of an overfit "
-                   "baseline (an overfit search keeps its checkpoint)")
+                   help="best (default): the best epoch by the metric (for an overfit search: "
+                   "the most overfit trial's last epoch, the memorised net); best-val: the "
+                   "picked trial's epoch of minimum val_loss, the early-stopped twin of an "
+                   "overfit baseline (an overfit search keeps its checkpoint)")
     p.add_argument("--smoke-test", action="store_true",
                    help="run a smoke search in a temporary directory, export it and predict")
     p.set_defaults(func=run_export)
@@ -237,10 +238,11 @@ def print_summary(outcome: SearchOutcome, out: Any = sys.stdout, quiet: bool = F
     from countnet.rung_audit import audit_lines, audit_rungs, noise_warning
     from tune.results import format_table
 
-    print(format_table(outcome.trials, outcome.metric, outcome.mode), file=out)
+    print(format_table(outcome.trials, outcome.metric, outcome.mode, scope=outcome.scope),
+          file=out)
     if not quiet:
         audits = audit_rungs({t.trial_id: t.history for t in outcome.trials}, outcome.rungs,
-                             outcome.metric, outcome.mode)
+                             outcome.metric, outcome.mode, outcome.scope)
         print("\n".join(audit_lines(audits, outcome.metric)), file=out)
         for warning in filter(None, map(noise_warning, audits)):  # a message: stderr
             print(warning, file=sys.stderr, flush=True)

@@ -2,7 +2,11 @@
 
 "Best" is over every epoch of every trial: a trial whose val_loss bottomed out at epoch 5 of 8 is
 exported with its epoch-5 weights, from the checkpoint Ray kept because it ranked best by the
-target metric. Diverged trials are never candidates. The bundle loads without Ray.
+target metric. For the overfit target each trial is its last epoch instead (`rank_scope`: the
+baseline is the net that memorised its training set, at the end of training): the most overfit
+trial by its final gap, exported from its latest checkpoint, which Ray always keeps; `--epoch
+best-val` exports its min-val_loss epoch (the early-stopped twin). Diverged trials are never
+candidates. The bundle loads without Ray.
 
 Nothing here prints: `export_best` returns the lines to show and `confirm` reports each seed
 through a callback; `countnet export` and `countnet search --export` print them.
@@ -23,7 +27,14 @@ from countnet.config import ConfigError, TrainConfig
 from countnet.experiment import Trial
 from countnet.formatting import format_params, nan_to_null
 from countnet.outdir import check_out_dir
-from countnet.overfit_curve import OVERFIT_TARGET, OverfitCurve, overfit_curve, overfit_lines
+from countnet.overfit_curve import (
+    OVERFIT_TARGET,
+    SCOPE_ALL,
+    OverfitCurve,
+    overfit_curve,
+    overfit_lines,
+    rank_scope,
+)
 from countnet.rundir import CHECKPOINT, kind_of
 from countnet.train import METRIC_KEYS, Diverged, fit
 from tune.results import best_result, load_trials, read_search_info
@@ -54,15 +65,18 @@ def export_best(exp_dir: str | Path, out_dir: str | Path, *, metric: str | None 
     given, gets a line per confirm seed as each finishes (retraining takes a while).
 
     Args:
-        epoch_choice: BEST_EPOCH, the best epoch by the metric; or BEST_VAL ("best-val"), the
-            picked trial's min-val_loss epoch (an overfit search keeps its checkpoint; when
-            none was kept, ConfigError).
+        epoch_choice: BEST_EPOCH, the best epoch by the metric (for the overfit target: the
+            picked trial's last epoch, `rank_scope`); or BEST_VAL ("best-val"), the picked
+            trial's min-val_loss epoch (an overfit search keeps its checkpoint; when none was
+            kept, ConfigError).
     """
     check_out_dir(out_dir, force=force, kind=BUNDLE_OUTPUT, flag=flag)
     info = read_search_info(exp_dir)
     metric, mode = _metric_and_mode(info, metric, mode)
-    trials = load_trials(exp_dir, metric, mode)
-    trial, row, checkpoint = pick_best(exp_dir, trials, metric, mode)
+    # The search's target decides which epoch stands for a trial, whatever --metric ranks by.
+    scope = rank_scope(info.get("target"))
+    trials = load_trials(exp_dir, metric, mode, scope)
+    trial, row, checkpoint = pick_best(exp_dir, trials, metric, mode, scope)
     note = unkept_best_note(trials, row, metric, mode)
     lines = [] if note is None else [note]
     curve = overfit_curve(trial.history)
@@ -169,17 +183,33 @@ def confirm_line(confirmed: dict[str, Any], row: dict[str, Any]) -> str:
             f"{row['val_acc']:.3f})")
 
 
-def pick_best(exp_dir: str | Path, trials: list[Trial], metric: str,
-              mode: str) -> tuple[Trial, dict[str, Any], Any]:
+def pick_best(exp_dir: str | Path, trials: list[Trial], metric: str, mode: str,
+              scope: str = SCOPE_ALL) -> tuple[Trial, dict[str, Any], Any]:
     """The best (trial, epoch row, checkpoint): Ray's choice (`best_result`). It may not be the
-    best epoch by `metric` overall (`unkept_best_note` says when)."""
-    return best_result(exp_dir, trials, metric, mode)
+    best epoch by `metric` overall (`unkept_best_note` says when).
+
+    Args:
+        exp_dir: the experiment directory (or URI).
+        trials: `load_trials(exp_dir, metric, mode, scope)`.
+        metric: the metric to rank by.
+        mode: "min" or "max".
+        scope: SCOPE_ALL (each trial at its best epoch) or SCOPE_LAST (at its last epoch).
+    """
+    return best_result(exp_dir, trials, metric, mode, scope)
 
 
 def unkept_best_note(trials: list[Trial], row: dict[str, Any], metric: str,
                      mode: str) -> str | None:
     """A note when the best epoch by `metric` is not the picked `row`: its checkpoint was not
-    kept (ranking by another metric than Ray kept them by). None when it is."""
+    kept (ranking by another metric than Ray kept them by). None when it is.
+
+    Args:
+        trials: the trials, each with its best epoch (`Trial.best`, under the search's scope:
+            under "last" that epoch's checkpoint is Ray's latest, always kept).
+        row: the picked epoch row.
+        metric: the metric ranked by.
+        mode: "min" or "max".
+    """
     pick = min if mode == "min" else max
     overall = [t.best[metric] for t in trials if t.best is not None and not t.diverged]
     if overall and pick(overall) != row[metric]:

@@ -10,8 +10,10 @@ seconds. Instead this prints, as the search runs,
 
 (on one line) for every trial that starts, finishes, is stopped early by ASHA, diverges, fails
 or is restarted. "Best" is the best epoch by the target metric over every epoch reported so far:
-the one `countnet export` would take. Lines are written to stderr (messages); the final table of
-`countnet search` goes to stdout.
+the one `countnet export` would take. For the overfit target (scope "last", `rank_scope`) each
+trial is its latest finite epoch instead, so "best" is the trial with the largest gap now, not
+the largest gap of any epoch (an untrained net's first epochs have the largest, by noise). Lines
+are written to stderr (messages); the final table of `countnet search` goes to stdout.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from countnet.experiment import (
     make_trial,
 )
 from countnet.formatting import format_params, is_finite
+from countnet.overfit_curve import SCOPE_ALL, SCOPE_LAST
 from countnet.rundir import read_jsonl
 
 STEP_KEY = STEP
@@ -48,15 +51,18 @@ class SearchProgress(Callback):
         max_epochs: the epochs of a full trial (ASHA's max_t).
         num_samples: the trials the search will run (Ray's count replaces it at setup).
         stream: where lines go; None = sys.stderr at the time of printing.
+        scope: which epoch stands for a trial (`rank_scope` of the target): SCOPE_ALL, its best
+            so far; SCOPE_LAST, its latest finite one.
     """
 
     def __init__(self, metric: str, mode: str, max_epochs: int, num_samples: int,
-                 stream: Any = None) -> None:
-        self.metric, self.mode = metric, mode
+                 stream: Any = None, scope: str = SCOPE_ALL) -> None:
+        self.metric, self.mode, self.scope = metric, mode, scope
         self.max_epochs, self.num_samples = max_epochs, num_samples
         self.stream = stream
         self._start = time.monotonic()
-        self._best: dict[str, dict[str, Any]] = {}  # trial_id -> its best epoch so far
+        # trial_id -> the epoch that stands for it so far: its best, or its latest (scope)
+        self._best: dict[str, dict[str, Any]] = {}
         self._done: set[str] = set()  # trial ids that ended (any way)
         self._seen_restored = False
 
@@ -96,7 +102,8 @@ class SearchProgress(Callback):
         # The one trial model (countnet.experiment), from the last result: it ended cleanly.
         ended = make_trial(trial.trial_id, trial.path, TERMINATED, dict(trial.config), {}, [last],
                            self.metric, self.mode,
-                           planned=int(trial.config.get("epochs", self.max_epochs)))
+                           planned=int(trial.config.get("epochs", self.max_epochs)),
+                           scope=self.scope)
         epochs, planned = ended.epochs_run, ended.planned
         if ended.diverged:
             what = f"diverged at epoch {epochs} (non-finite loss)"
@@ -116,12 +123,17 @@ class SearchProgress(Callback):
                     f"{self._count()}")
 
     def _update(self, trial_id: str, row: dict[str, Any]) -> None:
-        """Keep the trial's best epoch: finite target, not diverged."""
+        """Keep the epoch that stands for the trial (finite target, not diverged): its best so
+        far, or under scope "last" its latest (`countnet.experiment.best_epoch`'s rule)."""
         value = row.get(self.metric)
         if not is_finite(value) or row.get(DIVERGED_KEY) is True or STEP_KEY not in row:
             return
         old = self._best.get(trial_id)
-        if old is None or self._better(value, old[self.metric]):
+        # A row of an earlier epoch (a restarted trial re-reports some) is not newer.
+        newer = old is None or int(row[STEP_KEY]) >= int(old[STEP_KEY])
+        keep = (newer if self.scope == SCOPE_LAST
+                else old is None or self._better(value, old[self.metric]))
+        if keep:
             self._best[trial_id] = {k: row.get(k) for k in (STEP_KEY, self.metric, "val_acc")}
 
     def _better(self, a: float, b: float) -> bool:

@@ -36,6 +36,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
 from countnet.config import ConfigError
 from countnet.experiment import SEARCH_INFO_FILE
+from countnet.overfit_curve import rank_scope
 from tune.cluster import check_resources, ray_session
 from tune.progress import SearchProgress
 from tune.results import load_trials, read_search_info
@@ -94,9 +95,10 @@ def resume_search(exp_dir: str | Path, *, address: str | None = None, verbose: i
             announce(space, exp)
         tuner.fit()
         upload_study(info.get("study", ""), exp)
+    scope = rank_scope(space.target)
     return SearchOutcome(exp, space.metric, space.mode,
-                         load_trials(exp, space.metric, space.mode), space.num_samples,
-                         info.get("study", ""), rungs(space))
+                         load_trials(exp, space.metric, space.mode, scope), space.num_samples,
+                         info.get("study", ""), rungs(space), scope)
 
 
 class RetargetedSearchGenerator(SearchGenerator):

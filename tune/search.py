@@ -47,6 +47,7 @@ from ray import tune as ray_tune  # Ray Tune; `tune` is this package
 
 from countnet.config import ConfigError
 from countnet.experiment import ERROR, SEARCH_INFO_FILE, STUDY_FILE, TERMINATED, Trial, rank
+from countnet.overfit_curve import SCOPE_ALL, rank_scope
 from countnet.rung_audit import rung_milestones
 from tune.cluster import check_resources, ray_session
 from tune.optuna_search import PruningAwareOptunaSearch
@@ -61,7 +62,8 @@ from tune.tensorboard import CountnetTBXLogger
 from tune.trainable import train_countnet, train_countnet_overfit
 
 # Ray keeps the best `NUM_TO_KEEP` checkpoints by the target metric, plus always the latest (to
-# resume from): the best epoch's checkpoint survives for `countnet export`.
+# resume from): the best epoch's checkpoint survives for `countnet export`, and so does the last
+# epoch's, which is the one exported for the overfit target (`rank_scope`).
 NUM_TO_KEEP = 1
 MAX_FAILURES = 2  # Ray restarts a crashed trial from its latest checkpoint this many times
 SPACE_COPY = "space.yaml"  # the validated space, saved with the experiment
@@ -82,6 +84,9 @@ class SearchOutcome:
     num_samples: int
     study: str = ""  # Optuna storage URL
     rungs: list[float] = field(default_factory=list)  # ASHA's rung milestones, in epochs
+    # Which epoch stands for each trial (`rank_scope` of the target): its best ("all") or its
+    # last ("last"); the trials' `best` rows were made under it.
+    scope: str = SCOPE_ALL
 
     @property
     def finished(self) -> bool:
@@ -142,10 +147,13 @@ def build_tuner(space: SearchSpace, storage_path: str, local_dir: Path, name: st
 
 
 def callbacks(space: SearchSpace, progress: bool) -> list[ray_tune.Callback]:
-    """countnet's TensorBoard logger, and the status lines when `progress`."""
-    out: list[ray_tune.Callback] = [CountnetTBXLogger(space.metric, space.mode)]
+    """countnet's TensorBoard logger, and the status lines when `progress`; both take each
+    trial's best epoch as the target's scope says (`rank_scope`)."""
+    scope = rank_scope(space.target)
+    out: list[ray_tune.Callback] = [CountnetTBXLogger(space.metric, space.mode, scope)]
     if progress:
-        out.append(SearchProgress(space.metric, space.mode, space.max_epochs, space.num_samples))
+        out.append(SearchProgress(space.metric, space.mode, space.max_epochs, space.num_samples,
+                                  scope=scope))
     return out
 
 
@@ -217,9 +225,10 @@ def run_search(space: SearchSpace, *, storage: str, name: str, seed: int,
             announce(space, exp_dir)
         tuner.fit()
         upload_study(f"{SQLITE}{local_dir / STUDY_FILE}", exp_dir)
+    scope = rank_scope(space.target)
     return SearchOutcome(exp_dir, space.metric, space.mode,
-                         load_trials(exp_dir, space.metric, space.mode), space.num_samples,
-                         f"{SQLITE}{local_dir / STUDY_FILE}", rungs(space))
+                         load_trials(exp_dir, space.metric, space.mode, scope), space.num_samples,
+                         f"{SQLITE}{local_dir / STUDY_FILE}", rungs(space), scope)
 
 
 def rungs(space: SearchSpace) -> list[float]:

@@ -9,8 +9,9 @@ This subclass writes:
 - a custom-scalars layout that draws the three losses of a trial in one chart;
 - when the trial ends, the HParams view's data: the hparams are the trial's config (its `lr` is
   the config's, never the scheduled per-epoch `lr_now`), and the metrics are those of the trial's
-  *best* epoch by the search's target (the epoch `countnet export` takes), written as the scalars
-  `best/<metric>`, plus `best/epoch`, `epochs_run`, `asha_stopped` and `diverged` (1 or 0).
+  *best* epoch by the search's target (the epoch `countnet export` takes; for the overfit target
+  its last finite epoch, `rank_scope`), written as the scalars `best/<metric>`, plus
+  `best/epoch`, `epochs_run`, `asha_stopped` and `diverged` (1 or 0).
   TensorBoard's HParams plugin shows, for each metric tag, the last value in the trial's run:
   each of these tags is written once, so that value is the best epoch's.
 """
@@ -33,6 +34,7 @@ from countnet.experiment import (
     make_trial,
 )
 from countnet.formatting import is_finite
+from countnet.overfit_curve import SCOPE_ALL
 from countnet.rundir import read_jsonl
 from countnet.train import METRIC_KEYS
 from tune.storage import is_uri
@@ -65,11 +67,14 @@ class CountnetTBXLogger(TBXLoggerCallback):
     Args:
         metric: the search's target metric; a trial's best epoch is ranked by it.
         mode: "min" or "max" for `metric`.
+        scope: which epoch is a trial's best (`rank_scope` of the target): SCOPE_ALL, the best
+            by `metric`; SCOPE_LAST, the last finite one.
     """
 
-    def __init__(self, metric: str = "val_loss", mode: str = "min") -> None:
+    def __init__(self, metric: str = "val_loss", mode: str = "min",
+                 scope: str = SCOPE_ALL) -> None:
         super().__init__()
-        self.metric, self.mode = metric, mode
+        self.metric, self.mode, self.scope = metric, mode, scope
         self._epochs: dict[Any, dict[int, dict[str, Any]]] = {}  # trial -> epoch -> result row
 
     def log_trial_start(self, trial: Any) -> None:
@@ -128,7 +133,8 @@ class CountnetTBXLogger(TBXLoggerCallback):
         # The one trial model (countnet.experiment): best epoch, diverged, stopped early.
         record = make_trial(trial.trial_id, trial.path, ERROR if failed else TERMINATED,
                              dict(trial.config), {}, rows, self.metric, self.mode,
-                             planned=int(trial.config.get("epochs", epochs_run)))
+                             planned=int(trial.config.get("epochs", epochs_run)),
+                             scope=self.scope)
         metrics: dict[str, float] = {}
         best = record.best
         if best is not None and not record.diverged:

@@ -123,6 +123,35 @@ def test_trials_csv_one_row_per_trial_with_best_epoch(tmp_path) -> None:
     assert "c3" not in [t.trial_id for t in ranked]
 
 
+def test_an_overfit_report_ranks_each_trial_at_its_last_epoch(tmp_path) -> None:
+    """The overfit target: a trial stands by its last epoch (`rank_scope`), not by the huge gap
+    of an untrained net's first epochs; the report says "last" where it says "best"."""
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    info = {"target": "overfit", "metric": "gap", "mode": "max",
+            "space": {"search": SEARCH, "scheduler": {"max_epochs": MAX_EPOCHS}}}
+    (exp / "countnet_search.json").write_text(json.dumps(info))
+    # (val_loss, train_loss_eval) per epoch: s9 has the early spike, m8 memorised at the end.
+    for i, (tid, losses) in enumerate((
+            ("s9", [(420.0, 34.0), (30.0, 20.0), (12.0, 6.0), (11.0, 6.5)]),
+            ("m8", [(40.0, 35.0), (12.0, 4.0), (13.0, 1.0), (15.0, 0.3)]))):
+        d = exp / f"trial_{tid}"
+        d.mkdir()
+        (d / "params.json").write_text(json.dumps({"model": "simple", "epochs": MAX_EPOCHS,
+                                                   "lr": 1e-3 * (i + 1), "batch_size": 16}))
+        rows = [{"epoch": e, "train_loss": t, "train_loss_eval": t, "val_loss": v,
+                 "gap": v - t, "val_acc": 0.3, "diverged": False, "trial_id": tid,
+                 "done": e == MAX_EPOCHS, "timestamp": 100.0 * i + e, "time_this_iter_s": 1.0}
+                for e, (v, t) in enumerate(losses, 1)]
+        (d / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    md = write_report(exp, tmp_path / "out")
+    text = md.read_text()
+    assert "each trial at its last epoch" in text and "| last epoch |" in text
+    assert "| 1 | m8 |" in text and "| 2 | s9 |" in text  # m8's final gap 14.7 > s9's 4.5
+    rows = {r["trial_id"]: r for r in csv.DictReader((md.parent / TRIALS_CSV).open())}
+    assert rows["s9"]["best_epoch"] == rows["m8"]["best_epoch"] == str(MAX_EPOCHS)
+
+
 def test_rungs_follow_asha(tmp_path) -> None:
     exp = load_experiment(_experiment(tmp_path))
     assert exp.rungs() == [1, 2]  # grace 1 x factor 2**k below max_epochs 4

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from countnet.overfit_curve import SCOPE_LAST
 from countnet.rung_audit import (
     MIN_TRIALS,
     audit_lines,
@@ -97,6 +98,18 @@ def test_max_mode_takes_the_highest_value_as_best() -> None:
             for t, g1, g2 in (("a", 1.0, 4.0), ("b", 2.0, 5.0), ("c", 3.0, 6.0))}
     (audit,) = audit_rungs(rows, [1], "gap", "max")
     assert audit.best == (4.0, 5.0, 6.0) and audit.rho == pytest.approx(1.0)
+
+
+def test_scope_last_takes_the_final_value_as_best() -> None:
+    """The overfit target: a trial's final gap, not the spike of its first epochs."""
+    rows = {t: [{"epoch": 1, "gap": g1}, {"epoch": 2, "gap": 300.0 - g1},
+                {"epoch": 3, "gap": g3}, {"epoch": 4, "gap": float("nan")}]
+            for t, g1, g3 in (("a", 1.0, 6.0), ("b", 2.0, 5.0), ("c", 3.0, 4.0))}
+    (audit,) = audit_rungs(rows, [1], "gap", "max", SCOPE_LAST)
+    assert audit.best == (6.0, 5.0, 4.0) and audit.rho == pytest.approx(-1.0)
+    assert "vs the trial's last" in audit_lines([audit], "gap")[0]
+    (audit,) = audit_rungs(rows, [1], "gap", "max")
+    assert audit.best == (299.0, 298.0, 297.0)
 
 
 def test_audit_lines() -> None:

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from countnet.overfit_curve import SCOPE_LAST
 from tests.tune.conftest import TINY, write_space
 from tune.progress import SearchProgress, elapsed
 
@@ -67,6 +68,24 @@ def test_status_lines_per_trial_event() -> None:
     assert "best aaaa val_loss 1.5 val_acc 0.400" in lines[2] and lines[2].endswith("1/3 done")
     assert "bbbb stopped early at epoch 1/3" in lines[3] and "best aaaa" in lines[3]
     assert "cccc diverged at epoch 1" in lines[4] and lines[4].endswith("3/3 done")
+
+
+def test_overfit_progress_shows_each_trials_latest_gap() -> None:
+    """Scope "last" (the overfit target): "best" is the largest gap now, not the spike of an
+    untrained net's first epoch; a re-reported earlier epoch (a restart) does not replace it."""
+    out = io.StringIO()
+    p = SearchProgress("gap", "max", max_epochs=3, num_samples=2, stream=out,
+                       scope=SCOPE_LAST)
+    a, b = _trial("aaaa", 3), _trial("bbbb", 3)
+    for e, g in ((1, 386.0), (2, 3.0), (3, 2.0)):
+        p.on_trial_result(0, [a, b], a, {"epoch": e, "gap": g, "val_acc": 0.03})
+    for e, g in ((1, 40.0), (2, 9.0), (3, 12.0), (2, 8.0)):
+        p.on_trial_result(0, [a, b], b, {"epoch": e, "gap": g, "val_acc": 0.5})
+    a.last_result = {"epoch": 3, "gap": 2.0, "val_acc": 0.03}
+    p.on_trial_complete(0, [a, b], a)
+    line = _lines(out)[-1]
+    assert "aaaa finished 3/3 epochs: gap 2 (epoch 3)" in line
+    assert "best bbbb gap 12 val_acc 0.500" in line
 
 
 def test_errors_and_restarts_name_the_error_file() -> None:

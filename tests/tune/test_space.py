@@ -25,7 +25,8 @@ SHIPPED = sorted(p.name for p in files("search_spaces").iterdir() if p.name.ends
 
 
 def test_shipped_spaces_exist() -> None:
-    assert {"generalise.yaml", "overfit.yaml", "forum.yaml", "smoke.yaml"} <= set(SHIPPED)
+    assert {"generalise.yaml", "overfit.yaml", "overfit-gpu.yaml", "forum.yaml",
+            "smoke.yaml"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -43,12 +44,17 @@ def test_every_key_of_every_shipped_space_is_a_trainconfig_field(name: str) -> N
 def test_shipped_targets() -> None:
     spaces = {n: load_space(files("search_spaces") / n) for n in SHIPPED}
     assert (spaces["generalise.yaml"].metric, spaces["generalise.yaml"].mode) == ("val_loss", "min")
-    assert (spaces["overfit.yaml"].metric, spaces["overfit.yaml"].mode) == ("gap", "max")
-    over = spaces["overfit.yaml"]
-    assert over.fixed["dropout"] == 0 and over.fixed["weight_decay"] == 0
-    assert over.fixed["augment"] == "none"
-    models = next(p for p in over.params if p.name == "model").values
-    assert {"resnet50", "resnet101"} <= set(models)
+    for name in ("overfit.yaml", "overfit-gpu.yaml"):
+        over = spaces[name]
+        assert (over.metric, over.mode) == ("gap", "max")
+        assert over.fixed["dropout"] == 0 and over.fixed["weight_decay"] == 0
+        assert over.fixed["augment"] == "none"
+    # The CPU space stops at ResNet-34 with the cheap stem; the GPU one climbs to ResNet-101.
+    cpu, gpu = spaces["overfit.yaml"], spaces["overfit-gpu.yaml"]
+    assert set(next(p for p in cpu.params if p.name == "model").values) <= {
+        "simple", "resnet18", "resnet34"}
+    assert cpu.fixed["small_stem"] is False and cpu.gpu == 0
+    assert {"resnet50", "resnet101"} <= set(next(p for p in gpu.params if p.name == "model").values)
     forum = spaces["forum.yaml"]
     assert forum.fixed["model"] == "resnet34" and forum.fixed["freeze_body"] is True
     lr = next(p for p in forum.params if p.name == "lr")
