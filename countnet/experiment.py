@@ -39,7 +39,7 @@ from typing import Any
 from countnet.config import ConfigError, TrainConfig, read_yaml
 from countnet.errors import DataError
 from countnet.formatting import is_finite
-from countnet.overfit_curve import SCOPE_ALL, SCOPE_LAST, rank_scope
+from countnet.overfit_curve import SCOPE_ALL, rank_scope, standing
 from countnet.rundir import (
     BEST_METRIC,
     METRICS_FILE,
@@ -181,12 +181,9 @@ def best_epoch(history: list[dict[str, Any]], metric: str, mode: str,
             and (epochs is None or int(r[STEP]) in epochs)]
     if not rows:
         return None
-    if scope == SCOPE_LAST:
-        # The trainable checkpoints every finite epoch and no other, so this row's checkpoint is
-        # the trial's latest one, which Ray always keeps.
-        return rows[-1]
-    pick = min if mode == "min" else max
-    return pick(rows, key=lambda r: r[metric])
+    # Under scope "last" the row is the last finite epoch: the trainable checkpoints every
+    # finite epoch and no other, so its checkpoint is the trial's latest, which Ray always keeps.
+    return standing(rows, lambda r: r[metric], mode, scope)
 
 
 def rank(trials: list[Trial], metric: str, mode: str) -> list[Trial]:

@@ -16,10 +16,13 @@ Pure computation on plain rows: no Ray, no torch, no printing.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from countnet.formatting import is_finite
+
+T = TypeVar("T")
 
 OVERFIT_TARGET = "overfit"
 STEP = "epoch"
@@ -42,6 +45,22 @@ def rank_scope(target: str | None) -> str:
         target: the search's target (`tune.space.TARGETS`); None or "" when unknown.
     """
     return SCOPE_LAST if target == OVERFIT_TARGET else SCOPE_ALL
+
+
+def standing(items: Sequence[T], key: Callable[[T], float], mode: str, scope: str) -> T:
+    """The one of a trial's epochs (in epoch order, already filtered to usable ones) that stands
+    for it: the last under SCOPE_LAST, else the best by `key` (the first on ties).
+
+    Args:
+        items: the trial's usable epochs, in epoch order; not empty.
+        key: an item's value of the target metric.
+        mode: "min" or "max" (unused under SCOPE_LAST).
+        scope: SCOPE_ALL or SCOPE_LAST (`rank_scope` of the target).
+    """
+    if scope == SCOPE_LAST:
+        return items[-1]
+    pick = min if mode == "min" else max
+    return pick(items, key=key)
 
 
 def scope_word(scope: str) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from countnet.formatting import is_finite
-from countnet.overfit_curve import SCOPE_ALL, SCOPE_LAST, scope_word
+from countnet.overfit_curve import SCOPE_ALL, scope_word, standing
 
 STEP = "epoch"  # the result key counting epochs (ASHA's time_attr)
 DIVERGED_KEY = "diverged"  # set True by the trainable on an epoch whose loss went non-finite
@@ -119,7 +119,6 @@ def audit_rungs(histories: Mapping[str, list[dict[str, Any]]], milestones: list[
     Returns:
         One RungAudit per milestone, in increasing order.
     """
-    pick = min if mode == "min" else max
     out = []
     for milestone in sorted(milestones):
         epoch = rung_epoch(milestone)
@@ -138,7 +137,7 @@ def audit_rungs(histories: Mapping[str, list[dict[str, Any]]], milestones: list[
                       if _usable(by_epoch[e], metric)]
             ids.append(trial_id)
             at.append(float(row[metric]))
-            best.append(float(values[-1] if scope == SCOPE_LAST else pick(values)))
+            best.append(float(standing(values, float, mode, scope)))
         rho = spearman(at, best) if len(ids) >= MIN_TRIALS else None
         out.append(RungAudit(milestone, epoch, tuple(ids), tuple(at), tuple(best),
                              tuple(stopped), tuple(stopped_values), rho, scope))
