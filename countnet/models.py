@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torchvision
 
 from countnet.config import POOLS, TrainConfig
 
@@ -109,10 +108,19 @@ def simple(channels: int = 1, width: int = 32, depth: int = 5, batchnorm: bool =
     return CountNet(nn.Sequential(*layers), c_in, pool, dropout, input_norm)
 
 
+def _torchvision_arch(arch: str) -> Callable[..., nn.Module]:
+    """torchvision's builder of `arch`, imported here: `import torchvision` pulls in
+    torch._dynamo (about 2 s of every `countnet` command and Ray worker), which the `simple`
+    net never needs."""
+    import torchvision.models
+
+    return getattr(torchvision.models, arch)
+
+
 def _resnet(arch: str) -> Callable[..., CountNet]:
     def build(channels: int = 1, pool: str = "avg", dropout: float = 0.0, small_stem: bool = True,
               input_norm: str = "none") -> CountNet:
-        net = getattr(torchvision.models, arch)(weights=None)  # nothing is downloaded
+        net = _torchvision_arch(arch)(weights=None)  # nothing is downloaded
         if small_stem:
             # 64 px inputs: a 3x3 stride-1 stem without max-pool keeps an 8x8 final map.
             net.conv1 = nn.Conv2d(channels, 64, 3, stride=1, padding=1, bias=False)
@@ -138,7 +146,7 @@ def load_torchvision_weights(model: CountNet, arch: str, path: str | Path) -> No
     """
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
     with torch.random.fork_rng(devices=[]):  # the reference's init leaves the RNG as it was
-        ref = getattr(torchvision.models, arch)(weights=None)
+        ref = _torchvision_arch(arch)(weights=None)
     ref.load_state_dict(state)
     names = [n for n, _ in ref.named_children() if n not in ("avgpool", "fc")]
     for i, name in enumerate(names):  # body[i] is torchvision's child `name`
