@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 search: $(STAMP)
 	$(VENV)/bin/countnet search --space search_spaces/generalise.yaml --export bundles/best --force
 
+# Two pytest-xdist workers, one per core; a file's tests stay together on one worker (its module
+# fixtures run once). tests/conftest.py gives each worker's torch one thread.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 # One training run of the default config (figures: docs/benchmarks.md).
 train: $(STAMP)

@@ -8,12 +8,20 @@ batch size, image size, a regulariser), next to the reason; a search space uses 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from countnet.config import TrainConfig
+from countnet.config import TrainConfig  # imports no torch: the thread setting below still counts
+
+# `make test` runs two pytest-xdist workers, one per core of a 2-core machine (`-n 2 --dist
+# loadfile`: a file's tests, and so its module fixtures, stay on one worker). Each test's torch
+# gets one thread (set before torch is imported; subprocesses inherit it): the tiny models here
+# gain about 5 % from a second thread, and two workers of two threads would fight for the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY: dict[str, Any] = {"model": "simple", "width": 8, "depth": 3, "train_size": 256,
                         "val_size": 64}

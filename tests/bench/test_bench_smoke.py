@@ -1,64 +1,24 @@
 """Every bench script runs end to end at a tiny size and writes its result JSON.
 
 No figure is checked (speed and accuracy figures live in the scripts' own output, never in tests):
-only that each script works with the real parts (real Ray, real Tune trials, real `countnet
-train` processes, real training and shift suites) and that its JSON has the top-level `ratio`,
-`goal`, `goal_met` and `machine`. One exception is a correctness bound, not a figure: data.py's
-PIL side must draw the generator's scenes to within 1e-4. The Ray scripts run in this
-process on one shared local Ray, so Ray starts once.
+only that each script works with the real parts (real training and shift suites, real `countnet
+train` processes) and that its JSON has the top-level `ratio`, `goal`, `goal_met` and `machine`.
+One exception is a correctness bound, not a figure: data.py's PIL side must draw the generator's
+scenes to within 1e-4. The scripts that run Ray are in test_bench_ray.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from countnet.config import TrainConfig
-from countnet.experiment import load_experiment
 from countnet.folder import load_rows, read_labels_csv
 from countnet.suite import SUITE_SETS
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def load_script(name: str):
-    """Import bench/<name>.py as a module (bench/ is a folder of scripts, not a package)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))  # the scripts import their helper `report`
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # Ray ships functions of registered modules by value
-    spec.loader.exec_module(module)
-    return module
-
-
-def check_result(path: Path) -> dict:
-    assert path.is_file(), f"{path.name} was not written"
-    result = json.loads(path.read_text())
-    assert isinstance(result["goal"], str) and result["goal"]
-    assert isinstance(result["ratio"], float) and math.isfinite(result["ratio"])
-    assert isinstance(result["goal_met"], bool)
-    assert result["machine"]["cores"] >= 1
-    return result
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """One real local Ray for the Ray scripts (reused if the session already started one)."""
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield ray
-    if started:
-        ray.shutdown()
+from tests.bench.scripts import BENCH, check_result, load_script
 
 
 def test_data_tiny(tmp_path) -> None:
@@ -119,50 +79,6 @@ def test_rank_fidelity_tiny(tmp_path) -> None:
     configs = result["figures"]["new"]["0"]["configs"]
     assert len(configs) == 3 and all(len(c["val_loss"]) == 3 for c in configs)
     assert (tmp_path / "rank_fidelity-tiny.png").stat().st_size > 0
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["overhead", "trial_startup", "search_efficiency"])
-def test_ray_script_tiny(name, local_ray, tmp_path) -> None:
-    assert load_script(name).main(["--tiny", "--out-dir", str(tmp_path)]) == 0
-    check_result(tmp_path / f"{name}-tiny.json")
-
-
-@pytest.mark.slow
-def test_search_vs_default_tiny(local_ray, tmp_path) -> None:
-    script = load_script("search_vs_default")
-    work = tmp_path / "work"
-    assert script.main(["--tiny", "--keep", str(work), "--out-dir", str(tmp_path)]) == 0
-    result = check_result(tmp_path / "search_vs_default-tiny.json")
-    assert result["seeds"] == [0, 1]  # one search per sampler seed, each its own experiment
-    sets = {"split", *SUITE_SETS}
-    assert set(result["default"]["sets"]) == sets
-    defaults = TrainConfig()
-    for seed, fig in result["searches"].items():
-        assert set(fig["winner"]["sets"]) == sets and fig["winner"]["sets"]["pil"]["n"] == 32
-        # generalise.yaml starts from the defaults: the trial found as the starting one is it.
-        exp = load_experiment(work / "exp" / f"seed{seed}")
-        start = next(t for t in exp.trials if t.trial_id == fig["start_trial"])
-        assert all(start.config[k] == getattr(defaults, k)
-                   for k in ("lr", "width", "depth", "batch_size", "ema_epochs"))
-        assert fig["n_sampled"] == fig["n_trials"] - 1 == 2
-        assert fig["winner_is_start"] == (fig["winner_trial"] == fig["start_trial"])
-
-
-@pytest.mark.slow
-def test_search_adapts_tiny(local_ray, tmp_path) -> None:
-    script = load_script("search_adapts")
-    work = tmp_path / "work"
-    assert script.main(["--tiny", "--keep", str(work), "--out-dir", str(tmp_path)]) == 0
-    result = check_result(tmp_path / "search_adapts-tiny.json")
-    run = result["runs"]["0"]
-    assert run["default"]["n"] == run["winner"]["n"] == 24  # the whole held-out folder
-    assert run["reduction"] == pytest.approx(1 - run["winner"]["mae"] / run["default"]["mae"])
-    # The search trained on the folder (`--set data=folder`), its start trial included.
-    exp = load_experiment(work / "exp" / "seed0")
-    assert all(t.config["data"] == "folder" for t in exp.trials) and run["start_trial"]
-    assert [len(read_labels_csv(work / "shapes" / s / "labels.csv")) for s in ("train", "val")
-            ] == [48, 16]
 
 
 def test_search_adapts_shape_folder(tmp_path) -> None:
