@@ -33,3 +33,9 @@ def check_result(path: Path) -> dict:
     return result
 
 
+
+
+def run_tiny(name: str, out_dir: Path, *args: str) -> dict:
+    """Run `bench/<name>.py --tiny ARGS --out-dir OUT_DIR` in this process; its checked JSON."""
+    assert load_script(name).main(["--tiny", *args, "--out-dir", str(out_dir)]) == 0
+    return check_result(out_dir / f"{name}-tiny.json")

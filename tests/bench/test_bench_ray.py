@@ -12,7 +12,7 @@ from countnet.config import TrainConfig
 from countnet.experiment import load_experiment
 from countnet.folder import read_labels_csv
 from countnet.suite import SUITE_SETS
-from tests.bench.scripts import check_result, load_script
+from tests.bench.scripts import run_tiny
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +30,13 @@ def local_ray():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["overhead", "trial_startup", "search_efficiency"])
 def test_ray_script_tiny(name, local_ray, tmp_path) -> None:
-    assert load_script(name).main(["--tiny", "--out-dir", str(tmp_path)]) == 0
-    check_result(tmp_path / f"{name}-tiny.json")
+    run_tiny(name, tmp_path)
 
 
 @pytest.mark.slow
 def test_search_vs_default_tiny(local_ray, tmp_path) -> None:
-    script = load_script("search_vs_default")
     work = tmp_path / "work"
-    assert script.main(["--tiny", "--keep", str(work), "--out-dir", str(tmp_path)]) == 0
-    result = check_result(tmp_path / "search_vs_default-tiny.json")
+    result = run_tiny("search_vs_default", tmp_path, "--keep", str(work))
     assert result["seeds"] == [0, 1]  # one search per sampler seed, each its own experiment
     sets = {"split", *SUITE_SETS}
     assert set(result["default"]["sets"]) == sets
@@ -57,10 +54,8 @@ def test_search_vs_default_tiny(local_ray, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_search_adapts_tiny(local_ray, tmp_path) -> None:
-    script = load_script("search_adapts")
     work = tmp_path / "work"
-    assert script.main(["--tiny", "--keep", str(work), "--out-dir", str(tmp_path)]) == 0
-    result = check_result(tmp_path / "search_adapts-tiny.json")
+    result = run_tiny("search_adapts", tmp_path, "--keep", str(work))
     run = result["runs"]["0"]
     assert run["default"]["n"] == run["winner"]["n"] == 24  # the whole held-out folder
     assert run["reduction"] == pytest.approx(1 - run["winner"]["mae"] / run["default"]["mae"])

@@ -18,12 +18,11 @@ import pytest
 
 from countnet.folder import load_rows, read_labels_csv
 from countnet.suite import SUITE_SETS
-from tests.bench.scripts import BENCH, check_result, load_script
+from tests.bench.scripts import BENCH, check_result, run_tiny
 
 
 def test_data_tiny(tmp_path) -> None:
-    assert load_script("data").main(["--tiny", "--out-dir", str(tmp_path)]) == 0
-    result = check_result(tmp_path / "data-tiny.json")
+    result = run_tiny("data", tmp_path)
     # PIL drew the very same scenes: at the defaults (blur included) and in every variant.
     assert result["max_abs_diff"] < 1e-4
     assert set(result["max_abs_diff_by_check"]) == {"defaults", "no_blur", "distractors", "rgb"}
@@ -31,23 +30,20 @@ def test_data_tiny(tmp_path) -> None:
 
 
 def test_precision_tiny(tmp_path) -> None:
-    assert load_script("precision").main(["--tiny", "--out-dir", str(tmp_path)]) == 0
-    result = check_result(tmp_path / "precision-tiny.json")
+    result = run_tiny("precision", tmp_path)
     modes = {"fp32", "fp32+channels_last", "bf16", "bf16+channels_last"}
     assert set(result["train_images_per_s"]) == modes == set(result["eval_images_per_s"])
     assert result["auto_resolves_to"] in ("fp32", "bf16")
 
 
 def test_loop_tiny(tmp_path) -> None:
-    assert load_script("loop").main(["--tiny", "--out-dir", str(tmp_path)]) == 0
-    result = check_result(tmp_path / "loop-tiny.json")
+    result = run_tiny("loop", tmp_path)
     assert [row["epoch"] for row in result["epochs"]] == [1, 2]
     assert math.isfinite(result["eval_share"])
 
 
 def test_default_seeds_tiny(tmp_path) -> None:
-    assert load_script("default_seeds").main(["--tiny", "--out-dir", str(tmp_path)]) == 0
-    result = check_result(tmp_path / "default_seeds-tiny.json")
+    result = run_tiny("default_seeds", tmp_path)
     assert [run["seed"] for run in result["runs"]] == [0, 1, 2]
     suite_sets = set(SUITE_SETS)
     for run in result["runs"]:
@@ -57,25 +53,20 @@ def test_default_seeds_tiny(tmp_path) -> None:
 
 
 def test_large_scenes_tiny(tmp_path) -> None:
-    script = load_script("large_scenes")
-    assert script.main(["--tiny", "--set", "pool=density", "--out-dir", str(tmp_path)]) == 0
-    result = check_result(tmp_path / "large_scenes-tiny.json")
+    result = run_tiny("large_scenes", tmp_path, "--set", "pool=density")
     assert set(result["sizes"]) == {"256", "1024"}  # 4x and 16x the 64 px training scenes
     assert result["sizes"]["256"]["n"] == 4 and result["sizes"]["1024"]["n"] == 1
     assert result["config"]["pool"] == "density"
 
 
 def test_memorise_tiny(tmp_path) -> None:
-    assert load_script("memorise").main(["--tiny", "--out-dir", str(tmp_path)]) == 0
-    result = check_result(tmp_path / "memorise-tiny.json")
+    result = run_tiny("memorise", tmp_path)
     run = result["runs"][0]
     assert run["share"] == pytest.approx(run["train_loss_eval"] / run["baseline_mse"])
 
 
 def test_rank_fidelity_tiny(tmp_path) -> None:
-    assert load_script("rank_fidelity").main(["--tiny", "--recipes", "new", "--seeds", "0",
-                                               "--out-dir", str(tmp_path)]) == 0
-    result = check_result(tmp_path / "rank_fidelity-tiny.json")
+    result = run_tiny("rank_fidelity", tmp_path, "--recipes", "new", "--seeds", "0")
     configs = result["figures"]["new"]["0"]["configs"]
     assert len(configs) == 3 and all(len(c["val_loss"]) == 3 for c in configs)
     assert (tmp_path / "rank_fidelity-tiny.png").stat().st_size > 0
