@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from countnet.config import ConfigError
 from countnet.formatting import format_params
 from countnet.overfit_curve import overfit_curve, overfit_lines
-from tune.overrides import set_fixed
+from tune.overrides import resolve_data_dir, set_fixed
 from tune.space import TARGETS, SearchSpace, load_space
 
 if TYPE_CHECKING:  # tune.search imports Ray
@@ -146,7 +146,7 @@ def run_search(args: argparse.Namespace) -> int:
         if args.smoke_test == (args.space is not None):
             raise ConfigError("give --space FILE, --resume EXPERIMENT_DIR or --smoke-test")
         path = files("search_spaces") / SMOKE_SPACE if args.smoke_test else args.space
-        space = set_fixed(load_space(path), args.overrides)
+        space = resolve_data_dir(set_fixed(load_space(path), args.overrides))
         space = apply_overrides(space, args.num_samples, args.max_epochs)
         if args.deterministic:
             space = space.replace(max_concurrent=1)

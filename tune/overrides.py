@@ -63,6 +63,31 @@ def set_fixed(space: SearchSpace, items: list[str]) -> SearchSpace:
         raise ConfigError(f"--set {' '.join(items)}: {e}") from None
 
 
+def resolve_data_dir(space: SearchSpace) -> SearchSpace:
+    """The space with its `data_dir` absolute, checked before Ray starts (whether it came from the
+    space file or from --set): without this, every trial would fail on a missing folder.
+
+    Args:
+        space: a validated search space, --set items applied.
+
+    Returns:
+        `space` itself for synthetic data; else the space with `fixed.data_dir` resolved against
+        the current directory.
+
+    Raises:
+        ConfigError: the data needs a directory and `data_dir` names none.
+    """
+    base = space.base_config()
+    if base.get("data", TrainConfig.data) == "synthetic":
+        return space
+    value = base.get(DATA_DIR_FIELD, "")
+    path = Path(str(value)).expanduser()
+    if not value or not path.is_dir():
+        raise ConfigError(f"{space.path}: {DATA_DIR_FIELD}={value}: no such directory "
+                          f"(give --set {DATA_DIR_FIELD}=DIR)")
+    return space.replace(fixed={**space.fixed, DATA_DIR_FIELD: str(path.resolve())})
+
+
 def _data_dir(value: Any) -> Any:
     """An absolute path for a relative `data_dir`; an error when it is not a directory."""
     if not isinstance(value, str) or not value:

@@ -47,6 +47,18 @@ def test_bad_set_exits_2_with_one_line(tmp_path, capsys, items, says) -> None:
     assert not (tmp_path / "exp").exists()  # nothing started, nothing written
 
 
+def test_a_missing_data_dir_in_the_space_file_exits_2_before_ray(tmp_path, capsys) -> None:
+    """search_spaces/folder.yaml ships `data_dir: my_photos`: run without --set data_dir, the
+    search must stop on the missing folder, not start trials that all fail on it."""
+    space = write_space(tmp_path / "space.yaml", {
+        **MAIN_SPACE, "fixed": {**MAIN_SPACE["fixed"], "data": "folder", "data_dir": "my_photos"}})
+    code = main(["search", "--space", str(space), "--storage", str(tmp_path / "exp")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "data_dir=my_photos: no such directory" in err, err
+    assert not (tmp_path / "exp").exists()
+
+
 def test_set_is_refused_with_resume(tmp_path, capsys) -> None:
     code = main(["search", "--resume", str(tmp_path), "--set", "width=16"])
     err = capsys.readouterr().err.strip()
