@@ -84,7 +84,12 @@ class OverfitReport:
 
     @property
     def control_no_leak(self) -> bool | None:
-        return None if self.control is None else self.control.val_ratio > NO_GENERALISATION
+        """None unless the control memorised: a net still learning the permuted counts can
+        learn real counting on the way (a few permuted counts correlate with the true ones by
+        chance, and the density head sums object evidence), so its val says nothing of a leak."""
+        if self.control is None or not self.control_memorised:
+            return None
+        return self.control.val_ratio > NO_GENERALISATION
 
     def message(self) -> str:
         """The conclusion in one or two sentences."""
@@ -105,10 +110,15 @@ class OverfitReport:
         text = "; ".join(words) + "."
         if self.control is not None:
             c = self.control
-            mem = "memorised" if self.control_memorised else "did NOT memorise"
+            if not self.control_memorised:
+                text += (f" Shuffled-label control: the network did NOT memorise the permuted "
+                         f"counts (train {100 * c.train_ratio:.1f} % of baseline, needs < "
+                         f"{100 * MEMORISED_THRESHOLD:.0f} %), so it cannot test for a leak; "
+                         "raise --control-steps.")
+                return text
             leak = ("validation stayed at the baseline" if self.control_no_leak
                     else "validation went BELOW the baseline: labels may leak into validation")
-            text += (f" Shuffled-label control: the network {mem} the permuted counts "
+            text += (f" Shuffled-label control: the network memorised the permuted counts "
                      f"(train {100 * c.train_ratio:.1f} % of baseline); {leak} "
                      f"(val {100 * c.val_ratio:.0f} % of baseline).")
         return text

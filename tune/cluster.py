@@ -31,6 +31,22 @@ LEGACY_OUTPUT_ENV = {"RAY_AIR_NEW_OUTPUT": "0"}
 # On Ctrl+C Ray's tune.run logs a "Resume experiment with: Tuner.restore(...)" warning; countnet
 # prints its own `--resume` command. Raised to ERROR while a quiet search runs.
 RAY_TUNE_RUN_LOGGER = "ray.tune.tune"
+# Ray's background sync of the driver's staging folder can list the searcher's state file while
+# Searcher.save_to_dir writes it (as ".<uuid>-tmp-searcher-state-...pkl") and try to copy it after
+# it was renamed: a FileNotFoundError, logged with a 30-line traceback by these two loggers. The
+# next sync copies the renamed file, so that one race is dropped; any other sync failure shows.
+RAY_SYNC_LOGGERS = ("ray.train._internal.syncer", "ray.tune.execution.experiment_state")
+SEARCHER_TMP_FILE = "-tmp-searcher-state"
+
+
+class SearcherStateRace(logging.Filter):
+    """Drops Ray's log records of a sync that lost the race with a searcher-state save."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        return not ("FileNotFoundError" in text and SEARCHER_TMP_FILE in text)
 
 
 class ResourceError(ConfigError):
@@ -123,6 +139,10 @@ def ray_session(address: str | None, verbose: int) -> Iterator[None]:
     every epoch of every trial, and shutdown noise; a failed trial is still reported by
     tune.progress and the final table, with its error.txt).
     """
+    race = SearcherStateRace()
+    sync_loggers = [logging.getLogger(name) for name in RAY_SYNC_LOGGERS]
+    for sync_logger in sync_loggers:
+        sync_logger.addFilter(race)
     with quiet_logs(verbose):
         started = connect(address, log_to_driver=verbose > 0)
         try:
@@ -130,3 +150,5 @@ def ray_session(address: str | None, verbose: int) -> Iterator[None]:
         finally:
             if started:
                 ray.shutdown()
+            for sync_logger in sync_loggers:
+                sync_logger.removeFilter(race)
