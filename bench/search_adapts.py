@@ -61,7 +61,7 @@ GOAL = ("on a folder of rings/crosses/stars (2,000 training images), on every se
         "a default `countnet train` on the same data; ratio = min reduction / 0.20 (>= 1 when "
         "met)")
 REPO = Path(__file__).resolve().parent.parent
-SPACE = REPO / "search_spaces" / "generalise.yaml"
+SPACE = REPO / "search_spaces" / "folder.yaml"  # the README's photo-folder search
 TRAIN_N, VAL_N, HELDOUT_N = 2000, 500, 1000  # images: the user's folder, its val, held out
 # Renderer seeds: three separate draws, so that no image of one folder is in another.
 TRAIN_SEED, VAL_SEED, HELDOUT_SEED = 1801, 1802, 1803
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="about a minute; for the smoke test")
     p.add_argument("--seeds", help="seeds, comma-separated (default 0,1,2; --tiny 0)")
     p.add_argument("--space", type=Path, default=SPACE,
-                   help="the search space (default: search_spaces/generalise.yaml)")
+                   help="the search space (default: search_spaces/folder.yaml)")
     p.add_argument("--train-n", type=int, default=TRAIN_N, help="training images")
     p.add_argument("--val-n", type=int, default=VAL_N, help="validation images")
     p.add_argument("--heldout-n", type=int, default=HELDOUT_N, help="held-out images")
