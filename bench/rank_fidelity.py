@@ -10,7 +10,8 @@ with `--train-size` training images so that the bench fits in about half an hour
 Every config trains for the space's full `max_epochs` with `countnet.train.fit`, no stopping.
 Per seed it prints the Spearman rank correlation (`countnet.rung_audit.spearman`) between each
 run's val_loss at the first ASHA rung (the grace period) and its best val_loss, and the same at
-every later rung; then mean +- std over the seeds, and a scatter plot per recipe.
+every later rung; then mean +- std over the seeds, and a scatter plot per recipe. It also prints
+each recipe's median worst val_loss jump over the configs (issue 17 goal 1, bench/smoothness.py).
 
 Recipes: `new` is the configs as drawn (TrainConfig's current defaults underneath); `before` is
 the same configs with the 0.1 head and no weight averaging (pool sum, ema_epochs 0), the recipe
@@ -20,6 +21,7 @@ this issue started from. Goal (issue 17): rho at the grace period >= 0.8, mean o
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,6 +40,7 @@ from tune.space import load_space
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper `report`
 from report import RESULTS_DIR, headline, machine, mean_std, write_result
+from smoothness import GOAL_JUMP, SMOOTH_AFTER, worst_jump
 
 NAME = "rank_fidelity"
 GOAL_RHO = 0.8
@@ -176,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             runs[recipe][seed] = hists
             rho = correlations(hists, rungs)
             figures[recipe][seed] = {"rho_by_rung": rho, "configs": [
-                {"values": v, "val_loss": [h["val_loss"] for h in hist]}
+                {"values": v, "val_loss": [h["val_loss"] for h in hist],
+                 "worst_jump": worst_jump([h["val_loss"] for h in hist])}
                 for v, hist in zip(drawn, hists)]}
             print(f"seed {seed} {recipe}: " + ", ".join(
                 f"rho at epoch {e} = " + ("n/a" if r is None else f"{r:.3f}")
@@ -193,6 +197,20 @@ def main(argv: list[str] | None = None) -> int:
         summary[recipe] = per_rung
         print(f"  {recipe:>6}: " + "; ".join(
             f"epoch {e}: {m['mean']:.3f} +- {m['std']:.3f}" for e, m in per_rung.items()))
+    # Issue 17 goal 1 for the space's configs: the median config's curve is smooth.
+    print(f"worst val_loss / best so far after epoch {SMOOTH_AFTER}, over every config (goal: "
+          f"the median config's <= {GOAL_JUMP:g}):")
+    smooth: dict[str, Any] = {}
+    for recipe in recipes:
+        jumps = sorted(c["worst_jump"] for s in seeds for c in figures[recipe][s]["configs"]
+                       if c["worst_jump"] is not None)  # None: too few epochs
+        if not jumps:
+            continue
+        smooth[recipe] = {"median": statistics.median(jumps), "worst": jumps[-1],
+                          "within": sum(j <= GOAL_JUMP for j in jumps), "n": len(jumps)}
+        print(f"  {recipe:>6}: median {smooth[recipe]['median']:.3f}, worst "
+              f"{jumps[-1]:.3g}, {smooth[recipe]['within']} of {len(jumps)} within "
+              f"{GOAL_JUMP:g}x")
     wall_min = (time.perf_counter() - t_start) / 60
     print(f"bench wall: {wall_min:.1f} min")
     out = Path(args.out_dir) if args.out_dir else RESULTS_DIR
@@ -204,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     ratio = summary[main_recipe][grace]["mean"] / GOAL_RHO if rungs else float("nan")
     name = NAME + ("-tiny" if args.tiny else "")
     path = write_result(name, ratio, GOAL, ratio >= 1.0, {
-        "summary": summary, "figures": figures, "seeds": seeds, "recipes": recipes,
+        "summary": summary, "smooth": smooth, "figures": figures, "seeds": seeds,
+        "recipes": recipes,
         "configs_per_seed": n_configs, "sizes": sizes, "rungs": rungs, "space": args.space,
         "wall_min": wall_min, "plot": str(plot)}, quick=args.quick or args.tiny,
         out_dir=args.out_dir)

@@ -159,7 +159,10 @@ def search_figures(exp_dir: Path, bundle: Path) -> dict[str, Any]:
         trial); winner_trial, winner_epoch, winner_loss (the exported epoch's), winner_is_start,
         winner_searched; sampled: one row per sampled trial (trial_id, best loss or None,
         epochs run, outcome); within (sampled trials whose best is <= WITHIN_FACTOR x the start's),
-        n_sampled, share_within (NaN without a starting trial or sampled trials).
+        n_sampled, share_within (NaN without a starting trial or sampled trials);
+        within_equal: sampled trials whose best is <= WITHIN_FACTOR x the start's best over
+        the same number of epochs (ASHA stops half the trials at its first rung, where every
+        trial, the start included, is still far above its end: this compares like with like).
     """
     exp = load_experiment(exp_dir)
     metric = exp.metric
@@ -175,6 +178,11 @@ def search_figures(exp_dir: Path, bundle: Path) -> dict[str, Any]:
     # A diverged or failed trial has no best: it is not within anything.
     within = sum(1 for r in rows if start_loss is not None and r["best"] is not None
                  and math.isfinite(r["best"]) and r["best"] <= WITHIN_FACTOR * start_loss)
+    start_curve = [r[metric] for r in start.history] if start is not None else []
+    within_equal = sum(1 for t in sampled if start_curve and t.best
+                       and math.isfinite(t.best[metric])
+                       and t.best[metric] <= WITHIN_FACTOR * min(start_curve[:t.epochs_run]
+                                                                 or start_curve))
     ok = start_loss is not None and rows
     return {"metric": metric, "n_trials": len(exp.trials),
             "start_trial": start.trial_id if start is not None else None,
@@ -183,7 +191,8 @@ def search_figures(exp_dir: Path, bundle: Path) -> dict[str, Any]:
             "winner_loss": exported["metrics"][metric],
             "winner_is_start": start is not None and exported["trial_id"] == start.trial_id,
             "winner_searched": exported["searched"],
-            "sampled": rows, "within": within, "n_sampled": len(rows),
+            "sampled": rows, "within": within, "within_equal": within_equal,
+            "n_sampled": len(rows),
             "share_within": within / len(rows) if ok else float("nan")}
 
 
@@ -295,16 +304,17 @@ def main(argv: list[str] | None = None) -> int:
 
     metric = next(iter(searches.values()))["metric"]
     print(f"\nthe searches ({metric}: the best epoch's; start = the default starting trial; "
-          f"<=2x: sampled trials whose best {metric} is within {WITHIN_FACTOR:g}x the start's)")
+          f"<=2x: sampled trials whose best {metric} is within {WITHIN_FACTOR:g}x the start's; "
+          f"@ep: ... the start's best over as many epochs as the trial ran)")
     print(f"{'seed':>4} {'min':>6} {'winner':>10} {'start?':>6} {'start ' + metric:>14} "
-          f"{'winner ' + metric:>15} {'<=2x':>7} {'min diff (set)':>18}")
+          f"{'winner ' + metric:>15} {'<=2x':>7} {'@ep':>5} {'min diff (set)':>18}")
     for seed, fig in searches.items():
         start_loss = f"{fig['start_loss']:.4g}" if fig["start_loss"] is not None else "-"
         within = f"{fig['within']}/{fig['n_sampled']}"
         worst = f"{fig['diff'][fig['binding']]:+.3f} ({fig['binding']})"
         print(f"{seed:>4} {fig['search_wall_min']:6.2f} {fig['winner_trial']:>10} "
               f"{'yes' if fig['winner_is_start'] else 'no':>6} {start_loss:>14} "
-              f"{fig['winner_loss']:15.4g} {within:>7} {worst:>18}")
+              f"{fig['winner_loss']:15.4g} {within:>7} {fig['within_equal']:>5} {worst:>18}")
     figs = list(searches.values())
     print(f"mean ± std: search {fmt_mean_std([f['search_wall_min'] for f in figs], '.2f')} min, "
           f"winner {metric} {fmt_mean_std([f['winner_loss'] for f in figs], '.4g')}, start "
