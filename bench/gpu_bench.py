@@ -49,7 +49,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "gpu": {
         "throughput": {"simple": {"train_size": 32768, "epochs": 3},
                        "resnet18": {"train_size": 8192, "epochs": 3}},
-        # The search's trial: the default simple net, batch 64 (TrainConfig defaults).
+        # The search's trial: the default simple net, batch 32 (TrainConfig defaults).
         "trial": {"train_size": 32768, "val_size": 2000, "train_eval_size": 2000, "epochs": 4},
         "solo_train_s": 12.0,  # epochs are raised until one trial alone trains this long
         "device": "cuda",

@@ -96,7 +96,8 @@ def scatter(runs: dict[str, dict[int, list]], grace: int, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
-    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4.4), squeeze=False,
+                             sharey=True)
     for ax, (recipe, by_seed) in zip(axes[0], runs.items()):
         for seed, hists in by_seed.items():
             at = [h[grace - 1]["val_loss"] for h in hists]

@@ -3,7 +3,7 @@
     python bench/search_efficiency.py [--quick | --tiny] [--seeds 0,1,2] [--space FILE]
 
 Three arms per sampler seed, on the same space (bench/spaces/efficiency.yaml: 27 trials x 9
-epochs, ASHA grace 1 and reduction factor 3), the same number of trials, max_epochs,
+epochs, ASHA grace 3 and reduction factor 3), the same number of trials, max_epochs,
 concurrency, resources and seed:
 - `fifo_random`: Optuna's RandomSampler through Ray's OptunaSearch, no early stopping: every
   trial trains all max_epochs;
@@ -11,8 +11,10 @@ concurrency, resources and seed:
 - `asha_tpe`: countnet's own search (`tune.search.run_search`): seeded TPE + ASHA.
 The arms run one after another, each on the whole machine. Each records the total epochs
 trained, the wall time, and the best val_loss over every epoch of every trial (and that epoch's
-val_acc). The random arms draw the same configs (same sampler, same seed); TPE's first 10 trials
-are random draws too, from its own generator.
+val_acc). The random arms draw the same configs (same sampler, same seed); TPE's first
+max(3, num_samples // 3) trials are random draws too, from its own generator. The FIFO arm, which
+stops nothing, also gives ASHA's rung fidelity on this space: Spearman ρ between each trial's
+val_loss at a rung and its best (low ρ: ASHA's stops there are noise).
 
 Goals (issue 10): ASHA + TPE trains <= 1/3 of FIFO's epochs; its best val_loss is within 5 % of
 FIFO's, and <= ASHA + random's. Each as the mean over seeds of the per-seed ratio, +- std.
@@ -91,7 +93,10 @@ def fifo_random_search(space: Any, storage: Path, name: str, seed: int) -> list[
 
 
 def summarise(trials: list[Any], wall_s: float) -> dict[str, Any]:
-    """Total epochs, wall time, and the best val_loss over every epoch of every trial."""
+    """Total epochs, wall time, and the best val_loss over every epoch of every trial.
+
+    Also each trial's params and val_loss per epoch (`curves`), in trial-id order.
+    """
     rows = [row for t in trials for row in t.history
             if isinstance(row.get("val_loss"), float) and row["val_loss"] == row["val_loss"]]
     best = min(rows, key=lambda r: r["val_loss"]) if rows else None
@@ -100,7 +105,23 @@ def summarise(trials: list[Any], wall_s: float) -> dict[str, Any]:
             "best_val_acc": best["val_acc"] if best else float("nan"),
             "max_val_acc": max((r["val_acc"] for r in rows), default=float("nan")),
             "epochs_per_trial": sorted(t.epochs_run for t in trials),
-            "params": [t.params for t in sorted(trials, key=lambda t: t.trial_id)]}
+            "params": [t.params for t in sorted(trials, key=lambda t: t.trial_id)],
+            "curves": [[r.get("val_loss") for r in t.history]
+                       for t in sorted(trials, key=lambda t: t.trial_id)]}
+
+
+def rung_fidelity(trials: list[Any], space: Any) -> dict[str, float | None]:
+    """For a search without stops (FIFO): Spearman ρ at each ASHA rung of the space.
+
+    ρ between each trial's val_loss at the rung and its best over the run: what ASHA would have
+    stopped on, judged against how the trials really ended (countnet.rung_audit).
+    """
+    from countnet.rung_audit import audit_rungs, rung_milestones
+
+    milestones = rung_milestones(space.grace_period, space.reduction_factor, space.max_epochs)
+    audits = audit_rungs({t.trial_id: t.history for t in trials}, milestones, space.metric,
+                         space.mode)
+    return {str(a.epoch): a.rho for a in audits}
 
 
 def shared_configs(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> int:
@@ -158,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                         trials = run_search(space, storage=tmp, name=f"{arm}-{seed}", seed=seed,
                                             verbose=0, sampler=sampler).trials
                     row[arm] = summarise(trials, time.perf_counter() - t0)
+                    if arm == "fifo_random":
+                        row["fifo_rung_rho"] = rung_fidelity(trials, space)
                     r = row[arm]
                     print(f"  seed {seed} {arm:<11}: {r['epochs']:3d} epochs, {r['wall_s']:4.0f} s,"
                           f" best val_loss {r['best_val_loss']:.4f} (val_acc "
@@ -170,9 +193,12 @@ def main(argv: list[str] | None = None) -> int:
                            random_epochs_ratio=rnd["epochs"] / f["epochs"],
                            shared_configs=shared_configs(a["params"], f["params"]))
                 per_seed.append(row)
+                rhos = ", ".join(f"epoch {e}: " + ("-" if v is None else f"{v:.2f}")
+                                 for e, v in row["fifo_rung_rho"].items()) or "no rung"
                 print(f"  seed {seed}: ASHA+TPE / FIFO epochs x{row['epochs_ratio']:.2f}, "
                       f"best val_loss x{row['val_loss_ratio']:.3f}; ASHA+TPE / ASHA+random "
-                      f"best val_loss x{row['vs_random_val_loss_ratio']:.3f}", flush=True)
+                      f"best val_loss x{row['vs_random_val_loss_ratio']:.3f}; FIFO's trials, "
+                      f"rho(rung, best) {rhos}", flush=True)
     finally:
         if started:
             ray.shutdown()
