@@ -226,18 +226,20 @@ def check_flags(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{dest.replace('_', '-')}: must be >= {low}, got {value}")
 
 
-def print_summary(outcome: SearchOutcome, out: Any = sys.stdout, quiet: bool = False) -> None:
+def print_summary(outcome: SearchOutcome, out: Any = None, quiet: bool = False) -> None:
     """The top-trials table, the audit of ASHA's rungs, the best trial and checkpoint, and where
     to look next.
 
     Args:
         outcome: the search's trials.
-        out: the stream (stdout: this is the command's result).
+        out: the stream; None = sys.stdout at the time of printing (this is the command's
+            result), not the stdout of when this module was imported.
         quiet: the table only (no rung audit, no noise warning, no next steps).
     """
     from countnet.rung_audit import audit_lines, audit_rungs, noise_warning
     from tune.results import format_table
 
+    out = sys.stdout if out is None else out
     print(format_table(outcome.trials, outcome.metric, outcome.mode, scope=outcome.scope),
           file=out)
     if not quiet:

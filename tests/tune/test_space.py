@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from countnet.cli import main
-from countnet.config import field_names
+from countnet.config import TrainConfig, field_names
 from tests.tune.conftest import MAIN_SPACE, write_space
 from tune.optuna_space import DefineByRun, trial_config
 from tune.space import SearchSpace, load_space, parse_space
@@ -148,16 +148,18 @@ def test_missing_space_file_exits_2(tmp_path, capsys) -> None:
 
 def test_start_points_are_what_define_by_run_would_suggest() -> None:
     raw = copy.deepcopy(MAIN_SPACE)
-    raw["search"]["width"]["values"] = [16, 32]  # 32 and 64 are TrainConfig's defaults
+    raw["search"]["width"]["values"] = [16, 32]  # both hold TrainConfig's default
     raw["search"]["batch_size"]["values"] = [32, 64]
     raw["start_from"] = ["defaults", {"width": 16, "batchnorm": True, "dropout": 0.2,
                                       "lr": "3e-3"}]  # YAML 1.1 reads 3e-3 as a string
     space = parse_space(raw)
     defaults, chosen = space.start_points()
     # Default width 32 turns batchnorm's condition (width 16) off; dropout's switch is off.
-    assert defaults == {"lr": 2e-3, "width": 32, "use_dropout": False, "batch_size": 64}
+    d = TrainConfig()
+    assert defaults == {"lr": d.lr, "width": d.width, "use_dropout": False,
+                        "batch_size": d.batch_size}
     assert chosen == {"lr": 3e-3, "width": 16, "batchnorm": True, "use_dropout": True,
-                      "dropout": 0.2, "batch_size": 64}
+                      "dropout": 0.2, "batch_size": d.batch_size}  # unnamed: the default
     # Enqueued in a study, the define-by-run function suggests exactly these parameters.
     study = optuna.create_study()
     for point in (defaults, chosen):

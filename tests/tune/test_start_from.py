@@ -8,18 +8,20 @@ import json
 import optuna
 
 from countnet.cli import main
+from countnet.config import TrainConfig
 from tests.tune.conftest import MAIN_SPACE, write_space
 from tune.results import load_trials
 from tune.search import run_search
 from tune.space import load_space
 
-# A small space that holds TrainConfig's defaults (width 32, batch_size 64, lr 2e-3).
+# A small space that holds TrainConfig's defaults (width 32, batch_size 32, lr 2e-3).
 SPACE = copy.deepcopy(MAIN_SPACE)
 SPACE["search"]["width"]["values"] = [8, 32]
 SPACE["search"]["batch_size"]["values"] = [32, 64]
 SPACE["scheduler"] = {"max_epochs": 3, "grace_period": 1, "reduction_factor": 2}
 SPACE["num_samples"] = 4
-START = {"lr": 0.01, "width": 8, "batchnorm": True, "dropout": 0.15, "batch_size": 32}
+START = {"lr": 0.01, "width": 8, "batchnorm": True, "dropout": 0.15, "batch_size": 64}
+DEFAULT = TrainConfig()
 
 
 def _study(exp_dir: str, name: str) -> optuna.Study:
@@ -38,15 +40,17 @@ def test_start_from_trials_run_first_with_the_given_values(ray_local, tmp_path) 
     outcome = run_search(space, storage=str(tmp_path / "exp"), name="start", seed=0, verbose=0)
     trials = _study(outcome.exp_dir, "start").trials  # in the order Optuna handed them out
     assert len(trials) == space.num_samples  # the starting trials count towards num_samples
-    expected = [{"lr": 2e-3, "width": 32, "use_dropout": False, "batch_size": 64},
+    expected = [{"lr": DEFAULT.lr, "width": DEFAULT.width, "use_dropout": False,
+                 "batch_size": DEFAULT.batch_size},
                 {"lr": 0.01, "width": 8, "batchnorm": True, "use_dropout": True,
-                 "dropout": 0.15, "batch_size": 32}]
+                 "dropout": 0.15, "batch_size": 64}]
     assert [t.params for t in trials[:2]] == expected
     assert {_key(t.params) for t in trials[2:]}.isdisjoint(map(_key, expected))  # then TPE
     # Ray ran them with exactly these values: each trial's config is fixed + these parameters.
     configs = {_key(t.params): t.config for t in outcome.trials}
     first = configs[_key(expected[0])]
-    assert (first["lr"], first["width"], first["batch_size"]) == (2e-3, 32, 64)
+    assert ((first["lr"], first["width"], first["batch_size"])
+            == (DEFAULT.lr, DEFAULT.width, DEFAULT.batch_size))
     assert "dropout" not in first and "batchnorm" not in first  # they keep their defaults
     second = configs[_key(expected[1])]
     assert {k: second[k] for k in START} == START
