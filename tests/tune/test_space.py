@@ -148,7 +148,7 @@ def test_missing_space_file_exits_2(tmp_path, capsys) -> None:
 
 def test_start_points_are_what_define_by_run_would_suggest() -> None:
     raw = copy.deepcopy(MAIN_SPACE)
-    raw["search"]["width"]["values"] = [16, 32]  # both hold TrainConfig's default
+    raw["search"]["width"]["values"] = [16, 32]  # with the next line: hold the default width, batch
     raw["search"]["batch_size"]["values"] = [32, 64]
     raw["start_from"] = ["defaults", {"width": 16, "batchnorm": True, "dropout": 0.2,
                                       "lr": "3e-3"}]  # YAML 1.1 reads 3e-3 as a string
