@@ -100,14 +100,14 @@ def summarise(trials: list[Any], wall_s: float) -> dict[str, Any]:
     rows = [row for t in trials for row in t.history
             if isinstance(row.get("val_loss"), float) and row["val_loss"] == row["val_loss"]]
     best = min(rows, key=lambda r: r["val_loss"]) if rows else None
+    by_id = sorted(trials, key=lambda t: t.trial_id)
     return {"epochs": sum(t.epochs_run for t in trials), "trials": len(trials), "wall_s": wall_s,
             "best_val_loss": best["val_loss"] if best else float("nan"),
             "best_val_acc": best["val_acc"] if best else float("nan"),
             "max_val_acc": max((r["val_acc"] for r in rows), default=float("nan")),
             "epochs_per_trial": sorted(t.epochs_run for t in trials),
-            "params": [t.params for t in sorted(trials, key=lambda t: t.trial_id)],
-            "curves": [[r.get("val_loss") for r in t.history]
-                       for t in sorted(trials, key=lambda t: t.trial_id)]}
+            "params": [t.params for t in by_id],
+            "curves": [[r.get("val_loss") for r in t.history] for t in by_id]}
 
 
 def rung_fidelity(trials: list[Any], space: Any) -> dict[str, float | None]:
