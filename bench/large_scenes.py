@@ -124,9 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{cfg.epochs} epochs", flush=True)
             model_path = Path(tmp) / "run"
             t0 = time.perf_counter()
-            logger = RunLogger(model_path, cfg)
-            fit(cfg, logger)
-            logger.close()
+            with RunLogger(model_path, cfg) as logger:
+                fit(cfg, logger)
             train_s = time.perf_counter() - t0
         model, cfg = load_model(model_path)
         results = {factor: measure(model, cfg, factor, n, Path(tmp))

@@ -175,6 +175,9 @@ class RunLogger:
     the checkpoint's own history, which drops a line torn by a crash and any epoch logged after
     the checkpoint, so the log and the weights agree. Without it the directory must hold no run
     (nor a bundle, an experiment or a checkpoint: `kind_of`).
+
+    A context manager: `with RunLogger(out, cfg) as logger: fit(cfg, logger)` closes the
+    TensorBoard writer (its file handle and thread) however the block ends.
     """
 
     def __init__(self, out_dir: str | Path, cfg: TrainConfig, *,
@@ -226,7 +229,16 @@ class RunLogger:
             save(self.best_dir)
 
     def close(self) -> None:
+        """Flush and close the TensorBoard event file; closing twice is harmless."""
         self.writer.close()
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # An exception in the block (Diverged, Ctrl-C) still closes the event file; it is
+        # never swallowed (None is returned).
+        self.close()
 
 
 def metrics_line(metrics: dict[str, Any]) -> str:

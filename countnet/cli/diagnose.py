@@ -73,8 +73,5 @@ def _train_tiny(run_dir: Path) -> None:
     from countnet.train import fit
 
     cfg = TrainConfig.from_dict(SMOKE_CONFIG)
-    logger = RunLogger(run_dir, cfg)
-    try:
+    with RunLogger(run_dir, cfg) as logger:
         fit(cfg, logger)
-    finally:
-        logger.close()

@@ -130,7 +130,6 @@ def smoke_test() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig.from_dict({**SMOKE_OVERRIDES, "epochs": 1})
-        logger = RunLogger(Path(tmp) / "run", cfg)
-        fit(cfg, logger)
-        logger.close()
+        with RunLogger(Path(tmp) / "run", cfg) as logger:
+            fit(cfg, logger)
         return evaluate_suite(Path(tmp) / "run", SMOKE_N, SUITE_SEED, None, as_json=False)

@@ -101,9 +101,8 @@ def smoke_test() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         write_dataset(Path(tmp) / "images", TrainConfig(), 16, seed=123)
         cfg = TrainConfig.from_dict(SMOKE_OVERRIDES)
-        logger = RunLogger(Path(tmp) / "run", cfg)
-        fit(cfg, logger)
-        logger.close()
+        with RunLogger(Path(tmp) / "run", cfg) as logger:
+            fit(cfg, logger)
         print("smoke test: 16 generated scenes and a tiny model, in a temporary folder that is "
               "deleted at the end", file=sys.stderr)
         print_counts(Path(tmp) / "run", [Path(tmp) / "images"], names_only=True)

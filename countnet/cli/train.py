@@ -117,33 +117,32 @@ def train_into(cfg: TrainConfig, out: Path, resume: Path | None, progress: bool,
     splits = load_splits(cfg, pick_device(cfg))
     if replace:
         clear_out_dir(out)
-    logger = RunLogger(out, cfg, resume_from=resume)
-    keys = METRIC_KEYS if verbose else TABLE_KEYS
-    widths = [EPOCH_COL if k == "epoch" else max(MIN_COL, len(k)) for k in keys]
-    print(f"run dir: {out}" if keep else "run dir: temporary (deleted at exit; --out DIR keeps "
-          "it)", file=sys.stderr)
-    print(" ".join(f"{k:>{w}}" for k, w in zip(keys, widths)), flush=True)
+    with RunLogger(out, cfg, resume_from=resume) as logger:
+        keys = METRIC_KEYS if verbose else TABLE_KEYS
+        widths = [EPOCH_COL if k == "epoch" else max(MIN_COL, len(k)) for k in keys]
+        print(f"run dir: {out}" if keep else "run dir: temporary (deleted at exit; --out DIR "
+              "keeps it)", file=sys.stderr)
+        print(" ".join(f"{k:>{w}}" for k, w in zip(keys, widths)), flush=True)
 
-    def on_epoch_end(metrics: dict[str, float], save) -> None:
-        logger(metrics, save)
-        print(" ".join(f"{fmt_number(metrics[k]):>{w}}" for k, w in zip(keys, widths)), flush=True)
+        def on_epoch_end(metrics: dict[str, float], save) -> None:
+            logger(metrics, save)
+            print(" ".join(f"{fmt_number(metrics[k]):>{w}}" for k, w in zip(keys, widths)),
+                  flush=True)
 
-    try:
-        history = fit(cfg, on_epoch_end, resume_from=resume, splits=splits,
-                      progress=_progress_bar(progress)).history
-    except Diverged as e:
-        # The logger never checkpoints a non-finite epoch: say which epoch the files hold.
-        if logger.last_epoch is None:
-            kept = "no epoch was finite, so nothing was checkpointed"
-        else:
-            kept = f"checkpoints/last holds epoch {logger.last_epoch}, the last finite one"
-            if logger.best is not None:
-                kept += f", checkpoints/best epoch {int(logger.best['epoch'])}"
-        where = f"; {kept} (in {out})" if keep else ""
-        print(f"countnet train: {e}; lower lr{where}", file=sys.stderr)
-        return 1
-    finally:
-        logger.close()
+        try:
+            history = fit(cfg, on_epoch_end, resume_from=resume, splits=splits,
+                          progress=_progress_bar(progress)).history
+        except Diverged as e:
+            # The logger never checkpoints a non-finite epoch: say which epoch the files hold.
+            if logger.last_epoch is None:
+                kept = "no epoch was finite, so nothing was checkpointed"
+            else:
+                kept = f"checkpoints/last holds epoch {logger.last_epoch}, the last finite one"
+                if logger.best is not None:
+                    kept += f", checkpoints/best epoch {int(logger.best['epoch'])}"
+            where = f"; {kept} (in {out})" if keep else ""
+            print(f"countnet train: {e}; lower lr{where}", file=sys.stderr)
+            return 1
     best = logger.best
     if best is not None:
         print(f"best epoch {int(best['epoch'])}: val_loss {best['val_loss']:.4f}  "

@@ -17,15 +17,13 @@ RUN = {"train_size": 96, "val_size": 32, "batch_size": 32, "epochs": 2}
 
 def test_load_model_takes_the_best_or_the_last_checkpoint_of_a_run(tmp_path, tiny) -> None:
     cfg = tiny(RUN)
-    logger = RunLogger(tmp_path, cfg)
+    with RunLogger(tmp_path, cfg) as logger:
+        def worse_second_epoch(metrics, save) -> None:
+            # Epoch 2 logged as worse, so checkpoints/best keeps epoch 1 and last holds epoch 2.
+            logger({**metrics,
+                    "val_loss": metrics["val_loss"] + 100.0 * (metrics["epoch"] == 2)}, save)
 
-    def worse_second_epoch(metrics, save) -> None:
-        # Epoch 2 logged as worse, so checkpoints/best keeps epoch 1 and last holds epoch 2.
-        logger({**metrics, "val_loss": metrics["val_loss"] + 100.0 * (metrics["epoch"] == 2)},
-               save)
-
-    fit(cfg, worse_second_epoch)
-    logger.close()
+        fit(cfg, worse_second_epoch)
     saved = {w: load_checkpoint(checkpoint_path(tmp_path, w)) for w in (BEST, LAST)}
     assert saved[BEST]["epoch"] == 1 and saved[LAST]["epoch"] == 2
     for which, kwargs in ((BEST, {}), (BEST, {"which": "best"}), (LAST, {"which": "last"})):

@@ -457,19 +457,17 @@ def test_resume_after_a_torn_metrics_line(tmp_path) -> None:
 
     run = tmp_path / "run"
     cfg = tiny_config(SMALL, train_size=96, val_size=32, batch_size=32, epochs=3)
-    logger = RunLogger(run, cfg)
 
     class Crash(Exception):
         pass
 
-    def crash_after_epoch_2(metrics, save) -> None:
-        logger(metrics, save)
-        if metrics["epoch"] == 2:
-            raise Crash
+    with pytest.raises(Crash), RunLogger(run, cfg) as logger:
+        def crash_after_epoch_2(metrics, save) -> None:
+            logger(metrics, save)
+            if metrics["epoch"] == 2:
+                raise Crash
 
-    with pytest.raises(Crash):
         fit(cfg, crash_after_epoch_2)
-    logger.close()
     with (run / "metrics.jsonl").open("a") as f:
         f.write('{"epoch": 3, "lr_now": 0.00')  # half a line: the process died mid-write
     out = countnet("train", "--resume", str(run), "--no-progress")

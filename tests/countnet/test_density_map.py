@@ -25,9 +25,8 @@ def runs(tmp_path_factory, tiny) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
     for pool in ("density", "sum"):
         cfg = tiny(pool=pool, epochs=2, batch_size=32, precision="fp32")
-        logger = RunLogger(root / pool, cfg)
-        fit(cfg, logger)
-        logger.close()
+        with RunLogger(root / pool, cfg) as logger:
+            fit(cfg, logger)
     return {pool: root / pool for pool in ("density", "sum")}
 
 

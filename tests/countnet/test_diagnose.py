@@ -43,11 +43,8 @@ def train_run(tmp_path, **overrides):
     """A real run dir from a tiny config; returns (run_dir, cfg, history)."""
     cfg = tiny_config(RUN, **overrides)
     run = tmp_path / "run"
-    logger = RunLogger(run, cfg)
-    try:
+    with RunLogger(run, cfg) as logger:
         history = fit(cfg, logger).history
-    finally:
-        logger.close()
     return run, cfg, history
 
 

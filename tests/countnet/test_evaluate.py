@@ -33,9 +33,8 @@ def bundle(tmp_path_factory, tiny) -> Path:
     # where the CPU has it), so they must compute the very same numbers on any CPU.
     cfg = tiny(epochs=1, batch_size=32)
     root = tmp_path_factory.mktemp("model")
-    logger = RunLogger(root / "run", cfg)
-    fit(cfg, logger)
-    logger.close()
+    with RunLogger(root / "run", cfg) as logger:
+        fit(cfg, logger)
     model, cfg = load_model(root / "run")
     return write_bundle(root / "bundle", model.state_dict(), cfg, {"note": "test"})
 

@@ -52,9 +52,8 @@ def trained(tmp_path_factory, tiny) -> tuple[Path, Path, Path]:
     """(run dir, bundle, images): a tiny model trained 2 epochs, its bundle, 3 PNG scenes."""
     cfg = tiny(epochs=2, batch_size=32)
     root = tmp_path_factory.mktemp("trained")
-    logger = RunLogger(root / "run", cfg)
-    fit(cfg, logger)
-    logger.close()
+    with RunLogger(root / "run", cfg) as logger:
+        fit(cfg, logger)
     model, cfg = load_model(root / "run")
     bundle = write_bundle(root / "bundle", model.state_dict(), cfg, {"note": "test"})
     write_dataset(root / "images", cfg, 3, seed=5)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,8 @@ RUN = {"train_size": 96, "val_size": 32, "batch_size": 32, "epochs": 3}  # 3 ste
 
 def test_run_dir_holds_config_metrics_events_and_checkpoints(tmp_path, tiny) -> None:
     cfg = tiny(RUN)
-    logger = RunLogger(tmp_path, cfg)
-    history = fit(cfg, logger).history
-    logger.close()
+    with RunLogger(tmp_path, cfg) as logger:
+        history = fit(cfg, logger).history
     assert TrainConfig.from_yaml(tmp_path / "config.yaml") == cfg
     assert read_metrics(tmp_path) == history
     assert (tmp_path / "checkpoints" / "last" / "checkpoint.pt").is_file()
@@ -78,32 +78,48 @@ class _Saves:
 
 
 def test_a_non_finite_epoch_is_logged_but_never_checkpointed(tmp_path, tiny) -> None:
-    logger = RunLogger(tmp_path / "run", tiny(RUN))
     saves = _Saves()
     base = {k: 1.0 for k in METRIC_KEYS}
-    for epoch, val_loss in ((1, 2.0), (2, 1.0), (3, math.nan), (4, math.inf)):
-        saves.epoch = epoch
-        logger({**base, "epoch": epoch, "val_loss": val_loss}, saves)
-    logger.close()
+    with RunLogger(tmp_path / "run", tiny(RUN)) as logger:
+        for epoch, val_loss in ((1, 2.0), (2, 1.0), (3, math.nan), (4, math.inf)):
+            saves.epoch = epoch
+            logger({**base, "epoch": epoch, "val_loss": val_loss}, saves)
     assert saves.calls == [("last", 1), ("best", 1), ("last", 2), ("best", 2)]
     assert logger.last_epoch == 2 and logger.best["epoch"] == 2
     assert [m["epoch"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3, 4]
 
 
+def test_the_event_file_is_closed_when_the_with_block_raises(tmp_path, tiny) -> None:
+    """`__exit__` closes the TensorBoard writer on an exception too: its file is closed and
+    the thread that writes it ends (TensorBoard opens the file per write, so no file handle
+    outlives a write: the writer's own state and its thread are what show it is closed)."""
+    class Crash(Exception):
+        pass
+
+    before = set(threading.enumerate())
+    with pytest.raises(Crash), RunLogger(tmp_path, tiny(RUN)) as logger:
+        logger({**{k: 1.0 for k in METRIC_KEYS}, "epoch": 1}, _Saves())
+        assert logger.writer.file_writer is not None
+        assert set(threading.enumerate()) - before  # the writer's thread, while it is open
+        raise Crash
+    assert logger.writer.file_writer is None and logger.writer.all_writers is None
+    assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert [m["epoch"] for m in read_metrics(tmp_path)] == [1]
+    logger.close()  # a second close is harmless
+
+
 def test_a_used_run_dir_is_never_appended_to(tmp_path, tiny) -> None:
     cfg = tiny(RUN)
-    logger = RunLogger(tmp_path, cfg)
-    logger({**{k: 1.0 for k in METRIC_KEYS}, "epoch": 1}, _Saves())
-    logger.close()
+    with RunLogger(tmp_path, cfg) as logger:
+        logger({**{k: 1.0 for k in METRIC_KEYS}, "epoch": 1}, _Saves())
     with pytest.raises(ConfigError, match="already holds a run"):
         RunLogger(tmp_path, cfg)
 
 
 def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, tiny) -> None:
     cfg = tiny(RUN, epochs=1)
-    logger = RunLogger(tmp_path, cfg)
-    fit(cfg, logger)
-    logger.close()
+    with RunLogger(tmp_path, cfg) as logger:
+        fit(cfg, logger)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     with pytest.raises(ConfigError, match="other values of lr"):
         RunLogger(tmp_path, cfg.replace(lr=0.5), resume_from=logger.last_dir)
@@ -181,9 +197,8 @@ def test_kind_of_files_and_missing_paths(tmp_path) -> None:
 
 def test_kind_of_a_real_run_and_its_checkpoints(tmp_path, tiny) -> None:
     cfg = tiny(RUN, epochs=1)
-    logger = RunLogger(tmp_path, cfg)
-    fit(cfg, logger)
-    logger.close()
+    with RunLogger(tmp_path, cfg) as logger:
+        fit(cfg, logger)
     assert kind_of(tmp_path) == rundir.RUN
     assert kind_of(checkpoint_dir(tmp_path, LAST)) == rundir.CHECKPOINT
     assert kind_of(checkpoint_path(tmp_path)) == rundir.CHECKPOINT
