@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from countnet.config import ConfigError
 from countnet.formatting import format_params
 from countnet.overfit_curve import overfit_curve, overfit_lines
-from tune.overrides import resolve_data_dir, set_fixed
+from tune.overrides import parse_resources_flag, resolve_data_dir, set_fixed
 from tune.space import TARGETS, SearchSpace, load_space
 
 if TYPE_CHECKING:  # tune.search imports Ray
@@ -31,7 +31,8 @@ MAX_RAY_VERBOSE = 2  # Ray's most verbose output (-vv)
 SMOKE_SPACE = "smoke.yaml"
 OVERFIT_METRIC = TARGETS["overfit"]  # (metric, mode) of the target `overfit`
 # The smallest value of each numeric flag (argparse dest -> minimum), checked by `check_flags`.
-FLAG_MINIMUMS = {"num_samples": 1, "max_epochs": 1, "max_failures": 0, "confirm_seeds": 0}
+FLAG_MINIMUMS = {"num_samples": 1, "max_epochs": 1, "max_failures": 0, "confirm_seeds": 0,
+                 "max_concurrent": 1}
 
 
 def register_search(sub: argparse._SubParsersAction) -> None:
@@ -61,6 +62,12 @@ def register_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-epochs", type=int,
                    help="epochs of a full trial (overrides the space; a resumed search keeps "
                    "its own)")
+    p.add_argument("--max-concurrent", type=int, metavar="N",
+                   help="trials at once (overrides the space's max_concurrent; also the trials "
+                   "Ray keeps pending, which is what an autoscaler scales up for)")
+    p.add_argument("--resources", metavar="cpu=N,gpu=G",
+                   help="per-trial resources (overrides the keys given of the space's "
+                   "resources_per_trial), e.g. cpu=2,gpu=0.5: two trials per GPU; gpu=1: one")
     p.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT (default: start an "
                    "embedded local Ray)")
     p.add_argument("--storage", default=DEFAULT_STORAGE,
@@ -135,6 +142,10 @@ def run_search(args: argparse.Namespace) -> int:
     from tune.search import run_search as search
 
     check_flags(args)
+    resources = parse_resources_flag(args.resources) if args.resources is not None else {}
+    if args.deterministic and args.max_concurrent not in (None, 1):
+        raise ConfigError(f"--deterministic: runs one trial at a time; not with --max-concurrent "
+                          f"{args.max_concurrent}")
     if args.resume is not None:
         if args.space is not None or args.smoke_test:
             raise ConfigError("--resume takes no --space or --smoke-test: the experiment "
@@ -142,12 +153,17 @@ def run_search(args: argparse.Namespace) -> int:
         if args.overrides:
             raise ConfigError("--set: not with --resume: a resumed search keeps the fixed "
                               "values it started with")
+        for flag, value in (("--resources", args.resources),
+                            ("--max-concurrent", args.max_concurrent)):
+            if value is not None:  # Ray restores the trials' resources and limiter as saved
+                raise ConfigError(f"{flag}: not with --resume: a resumed search keeps its own")
     else:
         if args.smoke_test == (args.space is not None):
             raise ConfigError("give --space FILE, --resume EXPERIMENT_DIR or --smoke-test")
         path = files("search_spaces") / SMOKE_SPACE if args.smoke_test else args.space
         space = resolve_data_dir(set_fixed(load_space(path), args.overrides))
-        space = apply_overrides(space, args.num_samples, args.max_epochs)
+        space = apply_overrides(space, args.num_samples, args.max_epochs, resources,
+                                args.max_concurrent)
         if args.deterministic:
             space = space.replace(max_concurrent=1)
         name = args.name or f"{Path(str(path)).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -280,8 +296,10 @@ def _where_next(outcome: SearchOutcome, out: Any) -> None:
 def _search_header(space: SearchSpace, exp_dir: str) -> None:
     """The line on stderr as a new search's trials start."""
     starts = f", {len(space.start_from)} from start_from" if space.start_from else ""
+    # A CPU search's line is as it always was; a GPU one says what each trial holds.
+    each = f" ({space.cpu:g} CPU + {space.gpu:g} GPU each)" if space.gpu else ""
     _message(f"search: {space.num_samples} trials{starts} x <= {space.max_epochs} epochs, "
-             f"{space.max_concurrent} at a time, target {space.target} ({space.mode} "
+             f"{space.max_concurrent} at a time{each}, target {space.target} ({space.mode} "
              f"{space.metric}); experiment {exp_dir}")
 
 
@@ -291,10 +309,23 @@ def _resume_header(space: SearchSpace, exp_dir: str) -> None:
              f"target {space.target}")
 
 
-def apply_overrides(space: SearchSpace, num_samples: int | None,
-                    max_epochs: int | None) -> SearchSpace:
-    """--num-samples / --max-epochs (checked by `check_flags`) on a loaded space
-    (grace_period shrinks with max_epochs)."""
+def apply_overrides(space: SearchSpace, num_samples: int | None, max_epochs: int | None,
+                    resources: dict[str, float] | None = None,
+                    max_concurrent: int | None = None) -> SearchSpace:
+    """The run-level flags on a loaded space (grace_period shrinks with max_epochs).
+
+    Args:
+        space: a validated search space.
+        num_samples: --num-samples (checked by `check_flags`), or None to keep the space's.
+        max_epochs: --max-epochs (checked by `check_flags`), or None.
+        resources: --resources as `tune.overrides.parse_resources_flag` returns it: only the
+            keys it names replace the space's.
+        max_concurrent: --max-concurrent (checked by `check_flags`), or None.
+    """
+    if resources:
+        space = space.replace(**resources)
+    if max_concurrent is not None:
+        space = space.replace(max_concurrent=max_concurrent)
     if num_samples is not None:
         space = space.replace(num_samples=num_samples)
     if max_epochs is not None:

@@ -1,4 +1,5 @@
-"""`countnet search --set key=value`: a space's `fixed` fields, set from the command line.
+"""`countnet search --set key=value` and `--resources cpu=N,gpu=G`: a space's `fixed` fields and
+its per-trial resources, set from the command line.
 
 The values are parsed exactly as `countnet train --set` parses them (`countnet.config.
 parse_overrides`: YAML scalars, never evaluated) and checked before Ray starts: an unknown key, a
@@ -8,17 +9,22 @@ rejects raises ConfigError, which `countnet` prints as one line and exits 2.
 Trials run in their own trial directory (Ray Tune changes the working directory of each trial), so
 a relative `data_dir` is made absolute against the current directory here, where it means what it
 means to `countnet train`, and must name an existing directory.
+
+`--resources` overrides only the keys it names (`gpu=0.5` keeps the space's cpu); each value is
+checked by the space file's own rule (`tune.space.parse_resources`), so the trainable always gets
+both keys, "cpu" included, as Ray requires.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from countnet.config import ConfigError, TrainConfig, field_names, parse_overrides
-from tune.space import SCHEDULER_FIELD, SearchSpace, parse_space
+from tune.space import RESOURCE_KEYS, SCHEDULER_FIELD, SearchSpace, parse_resources, parse_space
 
 DATA_DIR_FIELD = "data_dir"  # a path: resolved against the current directory
+RESOURCES_FLAG = "--resources"
 
 
 def set_fixed(space: SearchSpace, items: list[str]) -> SearchSpace:
@@ -96,3 +102,42 @@ def _data_dir(value: Any) -> Any:
     if not path.is_dir():
         raise ConfigError(f"--set {DATA_DIR_FIELD}={value}: no such directory")
     return str(path.resolve())
+
+
+def parse_resources_flag(text: str) -> dict[str, float]:
+    """`--resources cpu=2,gpu=0.5` as {"cpu": 2.0, "gpu": 0.5}: only the keys given.
+
+    Args:
+        text: comma-separated key=value items; keys are those of `resources_per_trial`.
+
+    Returns:
+        The given keys and their values, each checked by `tune.space.parse_resources`.
+
+    Raises:
+        ConfigError: a malformed item, a repeated or unknown key, or a value the space file would
+            refuse (cpu <= 0, gpu < 0, a fractional gpu above 1). The message names the flag.
+    """
+    def fail(key: str, reason: str) -> NoReturn:
+        raise ConfigError(f"{RESOURCES_FLAG} {text}: {key}: {reason}")
+
+    given: dict[str, Any] = {}
+    for item in text.split(","):
+        key, sep, raw = (part.strip() for part in item.partition("="))
+        if not sep or not key or not raw:
+            raise ConfigError(f"{RESOURCES_FLAG} {text}: expected KEY=VALUE[,KEY=VALUE] with "
+                              f"keys {', '.join(RESOURCE_KEYS)}, e.g. cpu=2,gpu=0.5")
+        if key in given:
+            fail(key, "given twice")
+        given[key] = _number(raw)
+    cpu, gpu = parse_resources(given, fail)  # the missing key takes its default, unused here
+    return {k: v for k, v in {"cpu": cpu, "gpu": gpu}.items() if k in given}
+
+
+def _number(raw: str) -> Any:
+    """A number as written (int or float), or the text itself for the space's check to refuse."""
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw

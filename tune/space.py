@@ -69,6 +69,7 @@ TOP_KEYS = ("target", "fixed", "search", "start_from", "scheduler", "num_samples
 PARAM_KEYS = ("type", "low", "high", "values", "when", "optional")
 SCHEDULER_KEYS = ("max_epochs", "grace_period", "reduction_factor")
 RESOURCE_KEYS = ("cpu", "gpu")
+RESOURCE_DEFAULTS = {"cpu": 1, "gpu": 0}  # per trial, when resources_per_trial omits a key
 SCHEDULER_FIELD = "epochs"  # set from scheduler.max_epochs, never searched
 START_DEFAULTS = "defaults"  # a `start_from` entry: TrainConfig's defaults for every searched field
 
@@ -198,23 +199,13 @@ def parse_space(raw: Any, path: str = "<space>") -> SearchSpace:
     rf = sched.get("reduction_factor", 3)
     if not _is_number(rf) or rf <= 1:
         fail("scheduler.reduction_factor", f"must be a number > 1, got {rf!r}")
-    res = _mapping(raw.get("resources_per_trial", {}), "resources_per_trial", fail)
-    for key in res:
-        if key not in RESOURCE_KEYS:
-            fail(f"resources_per_trial.{key}", f"unknown key (known: {', '.join(RESOURCE_KEYS)})")
-    cpu, gpu = res.get("cpu", 1), res.get("gpu", 0)
-    if not _is_number(cpu) or cpu <= 0:
-        fail("resources_per_trial.cpu", f"must be a number > 0, got {cpu!r}")
-    if not _is_number(gpu) or gpu < 0:
-        fail("resources_per_trial.gpu", f"must be a number >= 0, got {gpu!r}")
-    if gpu > 1 and not float(gpu).is_integer():
-        fail("resources_per_trial.gpu", f"above 1 it must be a whole number, got {gpu!r}")
+    cpu, gpu = parse_resources(raw.get("resources_per_trial", {}), fail)
     space = SearchSpace(
         path=path, target=target, fixed=dict(fixed), params=params, max_epochs=max_epochs,
         grace_period=grace, reduction_factor=float(rf),
         num_samples=_positive_int(raw.get("num_samples", 8), "num_samples", fail),
         max_concurrent=_positive_int(raw.get("max_concurrent", 2), "max_concurrent", fail),
-        cpu=float(cpu), gpu=float(gpu),
+        cpu=cpu, gpu=gpu,
         start_from=_parse_start_from(raw.get("start_from", []), params, fail))
     check_configs(space)
     for i, entry in enumerate(space.start_from):
@@ -223,6 +214,30 @@ def parse_space(raw: Any, path: str = "<space>") -> SearchSpace:
         except ConfigError as e:
             raise SpaceError(f"{path}: start_from[{i}]: {e}") from None
     return space
+
+
+def parse_resources(raw: Any, fail: Callable) -> tuple[float, float]:
+    """One trial's (cpu, gpu) from a `resources_per_trial` mapping; a missing key takes its
+    default (RESOURCE_DEFAULTS). The one check of these values, for the space file and for
+    `countnet search --resources` alike.
+
+    Args:
+        raw: the mapping, e.g. {"cpu": 2, "gpu": 0.5}; None = all defaults.
+        fail: called with (key, reason) on a mistake; it must raise.
+    """
+    res = _mapping(raw, "resources_per_trial", fail)
+    for key in res:
+        if key not in RESOURCE_KEYS:
+            fail(f"resources_per_trial.{key}", f"unknown key (known: {', '.join(RESOURCE_KEYS)})")
+    cpu, gpu = (res.get(key, RESOURCE_DEFAULTS[key]) for key in RESOURCE_KEYS)
+    # YAML's .nan and .inf are numbers; NaN would pass the checks below (its comparisons are False).
+    if not _is_number(cpu) or not math.isfinite(cpu) or cpu <= 0:
+        fail("resources_per_trial.cpu", f"must be a number > 0, got {cpu!r}")
+    if not _is_number(gpu) or not math.isfinite(gpu) or gpu < 0:
+        fail("resources_per_trial.gpu", f"must be a number >= 0, got {gpu!r}")
+    if gpu > 1 and not float(gpu).is_integer():  # Ray's rule: a fraction of one GPU, or whole GPUs
+        fail("resources_per_trial.gpu", f"above 1 it must be a whole number, got {gpu!r}")
+    return float(cpu), float(gpu)
 
 
 def start_point(space: SearchSpace, entry: Any) -> dict[str, Any]:
