@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
@@ -38,8 +39,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 # isort: off
-# countnet before torch, so that its OMP_WAIT_POLICY default applies, as in the `countnet` command.
-import countnet  # noqa: F401
+from countnet.runtime import omp_env
+
+# Before torch loads (OpenMP reads it once), as the `countnet` command does: countnet.runtime.
+os.environ.update(omp_env())
 # isort: on
 import numpy as np
 import torch

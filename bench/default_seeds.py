@@ -32,6 +32,7 @@ on an fp32-only CPU; after epoch 3, no val_loss above 1.5x the best so far (benc
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -39,8 +40,10 @@ from pathlib import Path
 from typing import Any
 
 # isort: off
-# countnet before torch, so that its OMP_WAIT_POLICY default applies, as in the `countnet` command.
-import countnet  # noqa: F401
+from countnet.runtime import omp_env
+
+# Before torch loads (OpenMP reads it once), as the `countnet` command does: countnet.runtime.
+os.environ.update(omp_env())
 # isort: on
 import torch
 

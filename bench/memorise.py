@@ -15,13 +15,17 @@ counts: every training image counted right).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 # isort: off
-import countnet  # noqa: F401  (before torch: its OMP_WAIT_POLICY default)
+from countnet.runtime import omp_env
+
+# Before torch loads (OpenMP reads it once), as the `countnet` command does: countnet.runtime.
+os.environ.update(omp_env())
 # isort: on
 
 from countnet.config import ConfigError, TrainConfig, parse_overrides

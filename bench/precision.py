@@ -20,6 +20,7 @@ fastest's). It says whether `auto` picks right on this machine.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -27,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 # isort: off
-# countnet before torch, so that its OMP_WAIT_POLICY default applies, as in the `countnet` command.
-import countnet  # noqa: F401
+from countnet.runtime import omp_env
+
+# Before torch loads (OpenMP reads it once), as the `countnet` command does: countnet.runtime.
+os.environ.update(omp_env())
 # isort: on
 import torch
 import torch.nn as nn

@@ -21,6 +21,7 @@ this issue started from. Goal (issue 17): rho at the grace period >= 0.8, mean o
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -28,7 +29,10 @@ from pathlib import Path
 from typing import Any
 
 # isort: off
-import countnet  # noqa: F401  (before torch: its OMP_WAIT_POLICY default)
+from countnet.runtime import omp_env
+
+# Before torch loads (OpenMP reads it once), as the `countnet` command does: countnet.runtime.
+os.environ.update(omp_env())
 # isort: on
 import optuna
 

@@ -35,13 +35,16 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 # isort: off
-# countnet before torch, so that its OMP_WAIT_POLICY default applies, as in the `countnet` command.
-import countnet  # noqa: F401
+from countnet.runtime import omp_env
+
+# Before torch loads (OpenMP reads it once), as the `countnet` command does: countnet.runtime.
+os.environ.update(omp_env())
 # isort: on
 
 from countnet.datasets import clear_cache

@@ -4,6 +4,7 @@ of the cluster can ever run."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import ray
 import yaml
 
 from countnet.config import ConfigError
+from countnet.runtime import omp_env
 
 # Written by the cluster launcher on the head node; Ray Tune's own test for an autoscaling
 # cluster (ray.tune.execution.cluster_info._is_ray_cluster). Expanded at call time.
@@ -37,6 +39,9 @@ RAY_TUNE_RUN_LOGGER = "ray.tune.tune"
 # next sync copies the renamed file, so that one race is dropped; any other sync failure shows.
 RAY_SYNC_LOGGERS = ("ray.train._internal.syncer", "ray.tune.execution.experiment_state")
 SEARCHER_TMP_FILE = "-tmp-searcher-state"
+# Set by `ray job submit` in the driver: the job's config, its runtime_env included. Ray refuses
+# ray.init's runtime_env when both set one environment variable.
+RAY_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 class SearcherStateRace(logging.Filter):
@@ -67,19 +72,38 @@ def connect(address: str | None, log_to_driver: bool = True) -> bool:
     if ray.is_initialized():
         return False
     if address is None:
+        # The embedded Ray's processes inherit this environment: its trial workers start with
+        # OMP_WAIT_POLICY set before they import torch (countnet.runtime).
+        os.environ.update(omp_env())
         # "local": always a new single-machine Ray, never a cluster found via RAY_ADDRESS or
         # /tmp/ray/ray_current_cluster. No dashboard for an embedded run.
         ray.init(address="local", include_dashboard=False, logging_level="WARNING",
                  log_to_driver=log_to_driver)
         return True
     try:
-        ray.init(address=address, logging_level="WARNING", log_to_driver=log_to_driver)
+        # A cluster's workers were started by its nodes, not from here: they get the variables
+        # as the job's runtime env.
+        ray.init(address=address, logging_level="WARNING", log_to_driver=log_to_driver,
+                 runtime_env={"env_vars": cluster_env_vars()})
     except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
         # Without RAY_AUTH_MODE=token Ray sends no token to HOST:PORT and retries for ~35 s.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"--address {address}: cannot join the Ray cluster ({reason}); check "
                           f"the address, and for a token cluster {TOKEN_FIX}") from exc
     return True
+
+
+def cluster_env_vars() -> dict[str, str]:
+    """The environment variables a cluster's trial workers get (`omp_env`), less those that a
+    job submitted with its own runtime env (`ray job submit --runtime-env`) sets: the job's
+    value wins, as a user's own setting does (and Ray refuses two values of one variable)."""
+    env = omp_env()
+    job_text = os.environ.get(RAY_JOB_CONFIG_ENV)
+    if job_text:
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            job_env = (json.loads(job_text).get("runtime_env") or {}).get("env_vars") or {}
+            env = {k: v for k, v in env.items() if k not in job_env}
+    return env
 
 
 def launchable_node_types() -> list[dict[str, float]]:

@@ -14,6 +14,7 @@ from importlib.metadata import entry_points
 from countnet import __version__
 from countnet.config import ConfigError
 from countnet.errors import DataError
+from countnet.runtime import set_omp_env
 
 BUILTIN_COMMANDS = ("generate", "train", "predict", "evaluate", "diagnose", "overfit_check",
                     "report")
@@ -45,7 +46,17 @@ def check_device(device: str, flag: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; bad input (config, data, files) -> one line on stderr, exit 2."""
+    """Run one subcommand; bad input (config, data, files) -> one line on stderr, exit 2.
+
+    Args:
+        argv: the arguments after `countnet`; None takes sys.argv's.
+
+    Returns:
+        The exit status.
+    """
+    # First: OpenMP reads OMP_WAIT_POLICY when torch loads, and build_parser imports the
+    # subcommands, which import torch. This module's own imports load no torch (a test checks).
+    set_omp_env()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

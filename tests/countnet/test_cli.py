@@ -538,3 +538,53 @@ def test_predict_prints_nan_for_a_non_finite_prediction(tmp_path) -> None:
         assert out.returncode == 0, out.stderr
         assert out.stdout.splitlines() == ["filename,count,raw", f"a.png,nan,{raw}"]
         assert "1 prediction(s) were not finite" in out.stderr and "Traceback" not in out.stderr
+
+
+# --- OMP_WAIT_POLICY: set by the command, not by importing countnet (countnet.runtime) --------
+OMP_SPY = """
+import os, sys
+import countnet.cli as cli
+seen = []
+real = cli.set_omp_env
+cli.set_omp_env = lambda: (seen.append("torch" in sys.modules), real())
+try:
+    cli.main(["--version"])
+except SystemExit:
+    pass
+assert seen == [False], seen  # called once, before any subcommand loaded torch
+assert "torch" in sys.modules  # ... which building the parser then did
+print("OMP_WAIT_POLICY=" + os.environ["OMP_WAIT_POLICY"])
+"""
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter whose environment has no OMP_WAIT_POLICY but `env`'s."""
+    clean = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**clean, **env}, timeout=300)
+
+
+def test_importing_countnet_sets_no_environment_variable() -> None:
+    out = _python("import os, sys, countnet, countnet.cli, countnet.runtime\n"
+                  "assert 'OMP_WAIT_POLICY' not in os.environ, os.environ['OMP_WAIT_POLICY']\n"
+                  "assert 'torch' not in sys.modules  # so main can still set it in time\n")
+    assert out.returncode == 0, out.stderr
+
+
+def test_the_command_sets_omp_wait_policy_before_torch_loads() -> None:
+    out = _python(OMP_SPY)
+    assert out.returncode == 0 and out.stdout.endswith("\nOMP_WAIT_POLICY=PASSIVE\n"), out
+    out = _python(OMP_SPY, OMP_WAIT_POLICY="ACTIVE")  # a user's own setting wins
+    assert out.returncode == 0 and out.stdout.endswith("\nOMP_WAIT_POLICY=ACTIVE\n"), out
+
+
+def test_omp_env_keeps_a_users_setting(monkeypatch) -> None:
+    from countnet.runtime import OMP_WAIT_POLICY, omp_env, set_omp_env
+
+    monkeypatch.delenv(OMP_WAIT_POLICY, raising=False)
+    assert omp_env() == {OMP_WAIT_POLICY: "PASSIVE"}
+    set_omp_env()
+    assert os.environ[OMP_WAIT_POLICY] == "PASSIVE"
+    monkeypatch.setenv(OMP_WAIT_POLICY, "ACTIVE")
+    set_omp_env()
+    assert omp_env() == {OMP_WAIT_POLICY: "ACTIVE"} and os.environ[OMP_WAIT_POLICY] == "ACTIVE"
