@@ -16,6 +16,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = ROOT / "cluster.yaml"
+GPU_SPACES = sorted(p.name for p in (ROOT / "search_spaces").glob("*-gpu.yaml"))
 ONPREM_BEGIN, ONPREM_END = "# ON-PREM-EXAMPLE-BEGIN\n", "# ON-PREM-EXAMPLE-END"
 # Things that must never be in a committed cluster file.
 SECRET_PATTERNS = (
@@ -121,3 +122,32 @@ def test_cluster_runs_the_local_ray_version() -> None:
     docker = load()["docker"]
     for image in (docker["image"], docker["head_image"]):
         assert image.split(":")[1].startswith(f"{ray.__version__}-"), image
+
+
+def test_head_may_pass_the_worker_role() -> None:
+    """A worker type with its own instance profile is launched by the head, whose role then needs
+    iam:PassRole on that profile's role; Ray's default head role does not have it, so the file
+    and docs/cluster.md must say so (nothing here can ask AWS)."""
+    workers = [t for name, t in load()["available_node_types"].items() if name != "head"]
+    if any("IamInstanceProfile" in t["node_config"] for t in workers):
+        assert "iam:PassRole" in CLUSTER_YAML.read_text()
+        assert "iam:PassRole" in (ROOT / "docs" / "cluster.md").read_text()
+
+
+def test_every_target_has_a_gpu_space() -> None:
+    from tune.space import TARGETS, load_space
+
+    assert {load_space(ROOT / "search_spaces" / n).target for n in GPU_SPACES} == set(TARGETS)
+
+
+@pytest.mark.parametrize("name", GPU_SPACES)
+def test_gpu_spaces_fill_the_gpu_workers(name: str) -> None:
+    """Each shipped GPU space asks for a real GPU share that one gpu_worker can hold, and its
+    max_concurrent is what cluster.yaml's GPU workers hold at once (its comments say so)."""
+    from tune.space import load_space
+
+    space = load_space(ROOT / "search_spaces" / name)
+    worker = load()["available_node_types"]["gpu_worker"]
+    per_node = min(worker["resources"]["CPU"] // space.cpu, worker["resources"]["GPU"] // space.gpu)
+    assert space.gpu > 0 and per_node >= 1, (space.cpu, space.gpu)
+    assert space.max_concurrent == per_node * worker["max_workers"]
