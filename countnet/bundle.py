@@ -4,8 +4,9 @@ A bundle directory holds:
 - `model.pt`: the model's state_dict only (tensors; loads with weights_only=True);
 - `config.json`: the TrainConfig, the input size and normalisation the model expects (height and
   width null, `"native": true` for a model trained on crops of photos at their own size), the
-  sha256 of model.pt (`"sha256": {"model.pt": HEX}`), and, when known, the object sizes it was
-  trained on (`"object_size": {"min": px, "max": px, ...}`, `countnet.object_size`);
+  sha256 of model.pt (`"sha256": {"model.pt": HEX}`), the bundle's format (`"format": 2`), and,
+  when known, the object sizes it was trained on (`"object_size": {"min": px, "max": px, ...}`,
+  `countnet.object_size`);
 - `metrics.json`: where it came from and how good it was (`read_history` reads its epochs).
 
 The file names are `countnet.rundir`'s, with the rest of the on-disk layout; so is the rule of
@@ -13,10 +14,14 @@ what a path is (`kind_of`), by which `load_model` takes a bundle, a run dir's be
 checkpoint (`which`), or a checkpoint.
 
 Loading checks model.pt against its recorded sha256: a file damaged on disk or in a download is
-one IntegrityError line naming it (exit 2), never a model that counts 0 without a word. A bundle
-without a recorded hash (written before countnet recorded one) loads unchecked and without a
-word: there is nothing to compare it with. The hash detects damage; it is no signature, since
-whoever can change model.pt can change config.json too.
+one IntegrityError line naming it (exit 2), never a model that counts 0 without a word. The hash
+detects damage; it is no signature, since whoever can change model.pt can change config.json too.
+
+Format: `"format": 2` (FORMAT) in config.json marks a bundle of this version, which always
+records the sha256; one whose record is gone is refused (one IntegrityError line). A config.json
+without the key comes from an older countnet: with a recorded sha256 it is checked, without one
+model.pt loads unchecked, with an `UncheckedWarning` naming it (the command prints it in one
+line).
 
 A bundle is safe to load from anyone: tensors and JSON only, nothing is unpickled as code, and
 the config may not ask for a model or an input larger than the caps below (checked before any
@@ -31,6 +36,7 @@ import hashlib
 import io
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +51,7 @@ from countnet.checkpoint import (
     resolve,
 )
 from countnet.config import ConfigError, TrainConfig
-from countnet.errors import DataError
+from countnet.errors import DataError, IntegrityError, UncheckedWarning
 from countnet.formatting import nan_to_null
 from countnet.models import model_from_config
 from countnet.object_size import OBJECT_SIZE_KEY, trained_object_size
@@ -70,6 +76,8 @@ MODEL_FILE, CONFIG_FILE, METRICS_FILE = BUNDLE_MODEL_FILE, BUNDLE_CONFIG_FILE, B
 NORMALISATION = {"scale": 1.0 / 255.0, "mean": 0.0, "std": 1.0}
 MAX_CONFIG_BYTES = 1 << 20  # config.json is a few KiB; refuse to parse a huge one
 SHA256_KEY = "sha256"  # config.json: {"sha256": {"model.pt": "64 hex digits"}}
+FORMAT_KEY = "format"  # config.json: the bundle's format (module docstring)
+FORMAT = 2  # 2: the sha256 of model.pt is always recorded; no key: an older bundle
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 BUNDLE_OUTPUT = OutputKind("bundle", lambda p: kind_of(p) == BUNDLE,
@@ -95,7 +103,8 @@ def write_bundle(out_dir: str | Path, model_state: dict[str, torch.Tensor], cfg:
     config = {"train_config": cfg.to_dict(),
               "input": {"height": cfg.image_size, "width": cfg.image_size,
                         "channels": cfg.channels, "normalisation": NORMALISATION},
-              SHA256_KEY: {MODEL_FILE: hashlib.sha256(weights).hexdigest()}}
+              SHA256_KEY: {MODEL_FILE: hashlib.sha256(weights).hexdigest()},
+              FORMAT_KEY: FORMAT}
     if cfg.crop_size > 0:  # trained on crops of photos at their own size: any size will do
         config["input"].update(height=None, width=None, native=True)
     object_size = trained_object_size(cfg)
@@ -134,8 +143,18 @@ def read_bundle_json(path: Path) -> dict[str, Any]:
 
 def recorded_sha256(data: dict[str, Any], where: Path) -> str | None:
     """model.pt's sha256 as config.json (`data`, read from `where`) records it; None when it
-    records none (a bundle written before countnet recorded hashes)."""
+    records none, which only an older bundle (no format key) may do.
+
+    Raises:
+        IntegrityError: a bundle of a format that always records the hash records none.
+        DataError: the record is malformed.
+    """
     if SHA256_KEY not in data:
+        if FORMAT_KEY in data:
+            raise IntegrityError(f"{where}: records no {SHA256_KEY} of {MODEL_FILE}, and "
+                                 f"countnet records it in every bundle with a {FORMAT_KEY!r} "
+                                 f"key: {MODEL_FILE} cannot be checked; use an intact copy of "
+                                 f"the bundle")
         return None
     digests = data[SHA256_KEY]
     digest = digests.get(MODEL_FILE) if isinstance(digests, dict) else None
@@ -195,7 +214,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
     Raises:
         ConfigError: `which` is neither, or `path` is none of the three kinds.
         FileNotFoundError: a run dir without that checkpoint (no finite epoch was saved).
-        DataError: a damaged or foreign file (one line naming it).
+        DataError: a damaged or foreign file (one line naming it); IntegrityError (a
+            DataError) for one whose sha256 differs from, or has lost, its record.
+
+    Warns:
+        UncheckedWarning: an older bundle or checkpoint without a recorded sha256, loaded
+            unchecked.
     """
     p = Path(path)
     run_ckpt = checkpoint_path(p, which)  # checks `which` whatever `path` turns out to be
@@ -204,8 +228,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
         data = read_bundle_json(p)
         cfg = config_from(data["train_config"], f"{p / CONFIG_FILE}: train_config")
         digest = recorded_sha256(data, p / CONFIG_FILE)
-        if digest is not None:  # None: an older bundle, loaded unchecked (module docstring)
+        if digest is not None:
             check_sha256(p / MODEL_FILE, [digest], CONFIG_FILE)
+        else:  # an older bundle (module docstring)
+            warnings.warn(f"{p / MODEL_FILE}: loaded unchecked: {CONFIG_FILE} records no "
+                          f"{SHA256_KEY} (a bundle of a countnet that recorded none)",
+                          UncheckedWarning, stacklevel=2)
         state = check_state_dict(load_tensors(p / MODEL_FILE), str(p / MODEL_FILE))
         where = str(p / MODEL_FILE)
     else:

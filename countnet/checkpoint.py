@@ -7,9 +7,15 @@ pickle fails with DataError instead of running code.
 Integrity: `checkpoint.pt` has a sidecar `checkpoint.pt.sha256` (sha256sum's format, so
 `sha256sum -c checkpoint.pt.sha256` checks it too) that `save_checkpoint` writes with it and
 `load_checkpoint` checks: a file damaged on disk or in a copy is one IntegrityError line naming
-it, never weights that silently count wrong. A checkpoint without a sidecar (written before
-countnet recorded one) loads without a check and without a word: there is nothing to compare it
-with. The hash guards against damage, not against an attacker, who can rewrite both files.
+it, never weights that silently count wrong. The hash guards against damage, not against an
+attacker, who can rewrite both files.
+
+Format: `save_checkpoint` records `"format": FORMAT` (2) in the file, which tells this version's
+checkpoints, always written with their sidecar, from older ones:
+- format 2 without its sidecar (lost in a copy, deleted) is refused: one IntegrityError line;
+- no format key: a checkpoint of an older countnet. With a sidecar it is checked; without one
+  it loads unchecked, with an `UncheckedWarning` naming it (the command prints it in one line).
+`load_checkpoint` removes the key: it describes the file, not the training state.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 
 import torch
 
-from countnet.errors import DataError, IntegrityError
+from countnet.errors import DataError, IntegrityError, UncheckedWarning
 
 CHECKPOINT_FILE = "checkpoint.pt"
 DIGEST_SUFFIX = ".sha256"  # checkpoint.pt.sha256, beside checkpoint.pt
@@ -35,6 +41,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_DIGEST_BYTES = 4096  # a sidecar holds one or two lines; refuse to read a huge one
 # What `countnet.train` saves; every reader (resume, export, predict, diagnose) needs these.
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "config", "history")
+FORMAT_KEY = "format"  # in the checkpoint file: its format (module docstring)
+FORMAT = 2  # 2: always written with its sha256 sidecar; a file without the key is older
 
 
 def resolve(path: str | Path) -> Path:
@@ -44,10 +52,18 @@ def resolve(path: str | Path) -> Path:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write atomically with its sha256 sidecar, so a crash never leaves half a checkpoint."""
+    """Write atomically with its sha256 sidecar, so a crash never leaves half a checkpoint.
+
+    Args:
+        path: a `.pt` file, or a directory to hold `checkpoint.pt`.
+        state: the training state (CHECKPOINT_KEYS); FORMAT is recorded beside it.
+
+    Returns:
+        The checkpoint file.
+    """
     target = resolve(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic(state, target)
+    save_atomic({**state, FORMAT_KEY: FORMAT}, target)
     return target
 
 
@@ -197,18 +213,45 @@ def check_state_dict(state: Any, where: str) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load without unpickling code (weights_only=True); a bad file raises DataError, a file
-    whose sha256 differs from its sidecar's IntegrityError (a DataError)."""
+    """Load a checkpoint without unpickling code (weights_only=True), checked against its
+    sidecar (module docstring).
+
+    Args:
+        path: a `.pt` file, or a directory holding `checkpoint.pt`.
+        map_location: where the tensors go.
+
+    Returns:
+        The training state (CHECKPOINT_KEYS and what else was saved; no FORMAT_KEY).
+
+    Raises:
+        FileNotFoundError: no such checkpoint.
+        IntegrityError: its sha256 differs from its sidecar's, or a checkpoint of this format
+            has lost its sidecar.
+        DataError: any other bad file.
+
+    Warns:
+        UncheckedWarning: an older checkpoint without a sidecar, loaded unchecked.
+    """
     target = resolve(path)
     if not target.is_file():
         raise FileNotFoundError(f"{target}: no checkpoint there")
     sidecar = digest_path(target)
-    if sidecar.is_file():  # none: written before countnet recorded hashes; nothing to check
+    checked = sidecar.is_file()
+    if checked:
         check_sha256(target, read_digests(sidecar), sidecar.name)
+    # Loading an unchecked file is safe (weights_only); only its content tells its format.
     state = load_tensors(target, map_location)
     if not isinstance(state, dict):
         raise DataError(f"{target}: not a countnet checkpoint (a dict), got "
                         f"{type(state).__name__}")
+    written_with_sidecar = state.pop(FORMAT_KEY, None) is not None
+    if not checked and written_with_sidecar:
+        raise IntegrityError(f"{target}: its sha256 sidecar {sidecar.name} is missing, and "
+                             f"countnet writes one with every checkpoint of this format: the "
+                             f"file cannot be checked; copy {sidecar.name} along with it")
+    if not checked:
+        warnings.warn(f"{target}: loaded unchecked: no {sidecar.name} (a checkpoint of a "
+                      f"countnet that recorded no sha256)", UncheckedWarning, stacklevel=2)
     missing = [k for k in CHECKPOINT_KEYS if k not in state]
     if missing:
         raise DataError(f"{target}: not a countnet checkpoint: no {', '.join(missing)}")

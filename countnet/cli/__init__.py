@@ -7,13 +7,16 @@ points, so `countnet` itself never imports Ray and runs where only torch is inst
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
+import warnings
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 
 from countnet import __version__
 from countnet.config import ConfigError
-from countnet.errors import DataError
+from countnet.errors import DataError, UncheckedWarning
 from countnet.runtime import set_omp_env
 
 BUILTIN_COMMANDS = ("generate", "train", "predict", "evaluate", "diagnose", "overfit_check",
@@ -45,6 +48,32 @@ def check_device(device: str, flag: str) -> None:
                               f"{torch.__version__} sees no GPU); use auto or cpu")
 
 
+@contextlib.contextmanager
+def one_line_warnings(command: str) -> Iterator[None]:
+    """Within: an UncheckedWarning (a file loaded without an integrity check) prints as one
+    `countnet COMMAND: warning: ...` line on stderr, like the command's other messages; Python's
+    own format adds the file, line and source of the `warn` call. Other warnings keep it.
+
+    Args:
+        command: the subcommand, for the prefix.
+    """
+    original = warnings.formatwarning
+
+    def formatwarning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, line: str | None = None) -> str:
+        if issubclass(category, UncheckedWarning):
+            return f"countnet {command}: warning: {' '.join(str(message).split())}\n"
+        return original(message, category, filename, lineno, line)
+
+    # catch_warnings also forgets which warnings were shown: each call of main says them anew.
+    with warnings.catch_warnings():
+        warnings.formatwarning = formatwarning
+        try:
+            yield
+        finally:
+            warnings.formatwarning = original
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; bad input (config, data, files) -> one line on stderr, exit 2.
 
@@ -58,15 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     # subcommands, which import torch. This module's own imports load no torch (a test checks).
     set_omp_env()
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ConfigError, DataError, FileNotFoundError) as e:
-        # One line, always: a message may quote a file's text or an OS error with newlines.
-        print(f"countnet {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except BrokenPipeError:  # `countnet predict ... | head`: the reader left; not an error
-        sys.stderr.close()
-        return 0
-    except KeyboardInterrupt:
-        print(f"countnet {args.command}: interrupted", file=sys.stderr)
-        return 130
+    with one_line_warnings(args.command):
+        try:
+            return int(args.func(args) or 0)
+        except (ConfigError, DataError, FileNotFoundError) as e:
+            # One line, always: a message may quote a file's text or an OS error with newlines.
+            print(f"countnet {args.command}: error: {' '.join(str(e).split())}",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except BrokenPipeError:  # `countnet predict ... | head`: the reader left; not an error
+            sys.stderr.close()
+            return 0
+        except KeyboardInterrupt:
+            print(f"countnet {args.command}: interrupted", file=sys.stderr)
+            return 130

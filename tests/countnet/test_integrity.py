@@ -2,7 +2,8 @@
 
 Damage here is what a bad disk or download does: 64 bits flipped in the middle of the file. torch
 still loads such a file (the flipped bytes are weights), so without the hash the model would
-count wrong without a word.
+count wrong without a word. A file of this version (format 2) whose hash record is gone is
+refused; an older one without a record loads unchecked, with one warning line.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ from countnet.checkpoint import (
     save_checkpoint,
 )
 from countnet.cli import main
-from countnet.errors import DataError, IntegrityError
+from countnet.errors import DataError, IntegrityError, UncheckedWarning
 from countnet.generate import write_dataset
 from countnet.rundir import RunLogger
 from countnet.train import fit
@@ -45,6 +47,12 @@ def flip_64_bits(path: Path) -> None:
 def _one_line(err: str) -> str:
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     return err
+
+
+def _predict(model: Path, images: Path) -> subprocess.CompletedProcess:
+    """`countnet predict MODEL IMAGES` as a user runs it (a real process: real warnings)."""
+    return subprocess.run([COUNTNET, "predict", str(model), str(images)], capture_output=True,
+                          text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +84,7 @@ def test_bundle_records_the_sha256_of_model_pt(bundle) -> None:
     config = json.loads((bundle / "config.json").read_text())
     digest = hashlib.sha256((bundle / "model.pt").read_bytes()).hexdigest()
     assert config["sha256"] == {"model.pt": digest}
+    assert config["format"] == 2
 
 
 def test_a_damaged_bundle_is_one_line_and_exit_2(bundle, trained) -> None:
@@ -101,17 +110,32 @@ def test_every_command_refuses_a_damaged_bundle(bundle, trained, capsys) -> None
         assert "model.pt: damaged" in _one_line(captured.err) and captured.out == ""
 
 
-def test_a_bundle_without_a_recorded_hash_loads_without_a_word(bundle, trained, capsys) -> None:
-    """Written before countnet recorded hashes: nothing to check, and nothing said."""
+def test_a_bundle_of_this_format_without_its_hash_is_refused(bundle, trained, capsys) -> None:
+    """Deleting the record must not turn the check off: one line, exit 2."""
     config = json.loads((bundle / "config.json").read_text())
     del config["sha256"]
     (bundle / "config.json").write_text(json.dumps(config))
-    assert main(["predict", str(bundle), str(trained[2])]) == 0
+    with pytest.raises(IntegrityError, match=r"config\.json: records no sha256 of model\.pt"):
+        load_model(bundle)
+    assert main(["predict", str(bundle), str(trained[2])]) == 2
     captured = capsys.readouterr()
-    assert captured.err == "" and len(captured.out.splitlines()) == 4
-    # ... so damage to such a bundle goes unnoticed, as before (why bundles now record it).
-    flip_64_bits(bundle / "model.pt")
-    assert main(["predict", str(bundle), str(trained[2])]) == 0
+    assert "config.json: records no sha256" in _one_line(captured.err) and captured.out == ""
+
+
+def test_an_older_bundle_without_a_hash_loads_unchecked_with_one_warning(bundle,
+                                                                         trained) -> None:
+    """Written before countnet recorded hashes (no format, no sha256): nothing to check, and
+    the command says so in one line."""
+    config = json.loads((bundle / "config.json").read_text())
+    del config["sha256"], config["format"]
+    (bundle / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UncheckedWarning, match=r"model\.pt: loaded unchecked"):
+        load_model(bundle)
+    out = _predict(bundle, trained[2])
+    assert out.returncode == 0 and len(out.stdout.splitlines()) == 4, out.stderr
+    assert _one_line(out.stderr).startswith(
+        f"countnet predict: warning: {bundle / 'model.pt'}: loaded unchecked: config.json "
+        f"records no sha256")
 
 
 @pytest.mark.parametrize("recorded", ["0" * 63, "XYZ", None, ["model.pt"], {"other.pt": "0" * 64}])
@@ -151,11 +175,57 @@ def test_a_damaged_checkpoint_is_one_line_and_exit_2(run, trained, capsys) -> No
     assert f"{last}: damaged" in _one_line(capsys.readouterr().err)
 
 
-def test_a_checkpoint_without_a_sidecar_loads(run) -> None:
-    """Written before countnet recorded hashes: loaded unchecked, as before."""
+def test_a_checkpoint_records_its_format_in_the_file_only(run) -> None:
+    best = run / "checkpoints" / "best" / "checkpoint.pt"
+    assert torch.load(best, weights_only=True)["format"] == 2
+    assert "format" not in load_checkpoint(best)  # it describes the file, not the state
+
+
+def test_a_checkpoint_of_this_format_without_its_sidecar_is_refused(run, trained,
+                                                                    capsys) -> None:
+    """Deleting (or not copying) the sidecar must not turn the check off: one line, exit 2."""
     best = run / "checkpoints" / "best" / "checkpoint.pt"
     digest_path(best).unlink()
-    assert load_checkpoint(best)["epoch"] >= 1
+    with pytest.raises(IntegrityError, match=r"sidecar checkpoint\.pt\.sha256 is missing"):
+        load_checkpoint(best)
+    assert main(["predict", str(run), str(trained[2])]) == 2
+    captured = capsys.readouterr()
+    assert f"{best}: its sha256 sidecar" in _one_line(captured.err) and captured.out == ""
+
+
+def _as_older_countnet_wrote_it(ckpt: Path) -> None:
+    """Rewrite `ckpt` without the format key, as a countnet before format 2 saved it."""
+    state = torch.load(ckpt, weights_only=True)
+    del state["format"]
+    torch.save(state, ckpt)
+
+
+def test_an_older_checkpoint_without_a_sidecar_loads_unchecked_with_one_warning(
+        run, trained) -> None:
+    best = run / "checkpoints" / "best" / "checkpoint.pt"
+    _as_older_countnet_wrote_it(best)
+    digest_path(best).unlink()
+    with pytest.warns(UncheckedWarning, match=r"checkpoint\.pt: loaded unchecked"):
+        assert load_checkpoint(best)["epoch"] >= 1
+    out = _predict(run, trained[2])
+    assert out.returncode == 0 and len(out.stdout.splitlines()) == 4, out.stderr
+    assert _one_line(out.stderr) == (f"countnet predict: warning: {best}: loaded unchecked: no "
+                                     f"checkpoint.pt.sha256 (a checkpoint of a countnet that "
+                                     f"recorded no sha256)\n")
+
+
+def test_an_older_checkpoint_with_a_sidecar_is_checked_without_a_word(run) -> None:
+    """A countnet that wrote sidecars but no format: the sidecar is checked as ever."""
+    best = run / "checkpoints" / "best" / "checkpoint.pt"
+    _as_older_countnet_wrote_it(best)
+    digest = hashlib.sha256(best.read_bytes()).hexdigest()
+    digest_path(best).write_text(f"{digest}  checkpoint.pt\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no UncheckedWarning
+        assert load_checkpoint(best)["epoch"] >= 1
+    flip_64_bits(best)
+    with pytest.raises(IntegrityError, match="damaged"):
+        load_checkpoint(best)
 
 
 @pytest.mark.parametrize("text,message", [
