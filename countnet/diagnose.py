@@ -22,8 +22,9 @@ validation set, `diagnose` measures:
 - (h) the split: count histograms, a bootstrap 95 % interval of the val loss and of the true gap,
   exact duplicate images across the splits.
 
-This module measures; `countnet.diagnose_report` puts a Diagnosis into words (the verdict and
-the plain-text table).
+This module measures; `countnet.diagnose_report` puts a Diagnosis into words (the verdict, the
+plain-text table, the `--json` dict, the short verdict at the end of `countnet train`). Imports
+run one way: the words import the measurements, never the reverse.
 
 The attribution is an identity, so the rows add up exactly to the printed difference:
 
@@ -85,7 +86,7 @@ TERMS = (
 
 @dataclass
 class Diagnosis:
-    """All measurements of one diagnosis; `to_dict()` is the `--json` output."""
+    """All measurements of one diagnosis (`countnet.diagnose_report` words them)."""
 
     source: str
     epoch: int | None
@@ -103,22 +104,9 @@ class Diagnosis:
     split: dict[str, Any]
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def verdict(self) -> str:
-        from countnet.diagnose_report import verdict_line  # the words; it imports this module
-
-        return verdict_line(self)
-
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["verdict"] = self.verdict
-        return d
-
-    def table(self) -> str:
-        """The plain-text report: measurements, attribution, split checks, verdict."""
-        from countnet.diagnose_report import format_report
-
-        return format_report(self)
+        """The measurements as plain values (`diagnose_report.diagnosis_json` adds the verdict)."""
+        return asdict(self)
 
 
 # --- modes -----------------------------------------------------------------------------------
@@ -379,30 +367,3 @@ def diagnose(model: nn.Module, cfg: TrainConfig, splits: Splits,
                       "f_printed_train_loss": f, "g_weight_decay_penalty": g},
         printed_val_loss=printed_val, attribution=attribution, printed_difference=diff,
         true_gap=a - b, true_gap_ci95=gap_ci, val_loss_ci95=val_ci, split=split, notes=notes)
-
-
-def short_verdict(history: Sequence[dict[str, Any]], model: nn.Module | None = None,
-                  cfg: TrainConfig | None = None, splits: Splits | None = None, *,
-                  samples: int = DEFAULT_SAMPLES) -> str | None:
-    """One line for the end of `countnet train`, or None when train_loss <= val_loss.
-
-    From the history alone (cheap): splits the printed difference into train-mode effects
-    (f - train_loss_eval) and the true gap (val_loss - train_loss_eval). With model, cfg and
-    splits it runs the full `diagnose` and returns its verdict instead.
-    """
-    if not history:
-        return None
-    last = history[-1]
-    f, a = last.get("train_loss"), last.get("val_loss")
-    if f is None or a is None or not (math.isfinite(f) and math.isfinite(a)) or f <= a:
-        return None
-    if model is not None and cfg is not None and splits is not None:
-        return diagnose(model, cfg, splits, history, samples=samples).verdict
-    b = last.get("train_loss_eval")
-    if b is None or not math.isfinite(b):
-        return (f"train_loss {f:.4g} > val_loss {a:.4g}: run `countnet diagnose RUN` to see why")
-    return (f"train_loss {f:.4g} > val_loss {a:.4g}: in eval mode the training loss is {b:.4g}, "
-            f"so train-mode effects (epoch-average lag, weight averaging, dropout, BatchNorm, "
-            f"augmentation) add "
-            f"{f - b:+.4g} and the true generalisation gap is {a - b:+.4g}; "
-            f"`countnet diagnose RUN` splits it term by term")

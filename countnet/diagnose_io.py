@@ -16,6 +16,7 @@ from countnet.checkpoint import check_state_dict, load_checkpoint
 from countnet.config import ConfigError, TrainConfig
 from countnet.datasets import load_splits
 from countnet.diagnose import DEFAULT_SAMPLES, Diagnosis, diagnose
+from countnet.diagnose_report import format_report, verdict_line
 from countnet.models import model_from_config
 from countnet.rundir import (
     BUNDLE,
@@ -97,9 +98,9 @@ def write_tensorboard(diag: Diagnosis, log_dir: str | Path) -> None:
             writer.add_scalar(f"diagnose/term_{name}", v, step)
         writer.add_scalar("diagnose/true_gap", diag.true_gap, step)
         # TensorBoard renders text as markdown: indent by 4 for a monospace block.
-        text = "\n".join("    " + line for line in diag.table().splitlines())
+        text = "\n".join("    " + line for line in format_report(diag).splitlines())
         writer.add_text("diagnose/report", text, step)
-        writer.add_text("diagnose/verdict", diag.verdict, step)
+        writer.add_text("diagnose/verdict", verdict_line(diag), step)
     finally:
         writer.close()
 

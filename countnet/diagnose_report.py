@@ -1,18 +1,21 @@
-"""`countnet diagnose` in words: the one-line verdict and the plain-text report of a Diagnosis.
+"""`countnet diagnose` in words: the one-line verdict, the plain-text report and the `--json`
+dict of a Diagnosis, and the short verdict at the end of `countnet train`.
 
-The measurements are `countnet.diagnose`'s; this module only formats them.
+The measurements are `countnet.diagnose`'s; this module words them. It imports that module, which
+never imports this one: imports run one way.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
-from countnet.diagnose import TERMS
+import torch.nn as nn
 
-if TYPE_CHECKING:
-    from countnet.diagnose import Diagnosis
+from countnet.config import TrainConfig
+from countnet.datasets import Splits
+from countnet.diagnose import DEFAULT_SAMPLES, TERMS, Diagnosis, diagnose
 
 TOP_CAUSES = 3  # at most this many mechanisms named in the verdict
 CAUSE_SHARE = 0.8  # name mechanisms until they cover this share of the positive contributions
@@ -72,6 +75,12 @@ def verdict_line(diag: Diagnosis) -> str:
 
 
 def format_report(diag: Diagnosis) -> str:
+    """The plain-text report of `countnet diagnose`: measurements, attribution, split checks,
+    notes and verdict.
+
+    Args:
+        diag: the diagnosis.
+    """
     m = diag.measurements
     vals = [v for v in m.values()] + list((diag.attribution or {}).values())
     k = _digits(vals)
@@ -122,5 +131,46 @@ def format_report(diag: Diagnosis) -> str:
               f"  val images that are exact duplicates of training images: "
               f"{s['val_duplicates_of_train']} of {s['val_size']}"]
     lines += [f"note: {n}" for n in diag.notes]
-    lines += ["", f"verdict: {diag.verdict}"]
+    lines += ["", f"verdict: {verdict_line(diag)}"]
     return "\n".join(lines)
+
+
+def diagnosis_json(diag: Diagnosis) -> dict[str, Any]:
+    """`countnet diagnose --json`: every measurement (`Diagnosis.to_dict`) and the verdict.
+
+    Args:
+        diag: the diagnosis.
+    """
+    return {**diag.to_dict(), "verdict": verdict_line(diag)}
+
+
+def short_verdict(history: Sequence[dict[str, Any]], model: nn.Module | None = None,
+                  cfg: TrainConfig | None = None, splits: Splits | None = None, *,
+                  samples: int = DEFAULT_SAMPLES) -> str | None:
+    """One line for the end of `countnet train`, or None when train_loss <= val_loss.
+
+    From the history alone (cheap): splits the printed difference into train-mode effects
+    (f - train_loss_eval) and the true gap (val_loss - train_loss_eval). With model, cfg and
+    splits it runs the full `diagnose` and returns its verdict instead.
+
+    Args:
+        history: the run's per-epoch metrics; the last epoch is judged.
+        model, cfg, splits: the trained model, its config and data, for the full diagnosis.
+        samples: training samples the full diagnosis measures.
+    """
+    if not history:
+        return None
+    last = history[-1]
+    f, a = last.get("train_loss"), last.get("val_loss")
+    if f is None or a is None or not (math.isfinite(f) and math.isfinite(a)) or f <= a:
+        return None
+    if model is not None and cfg is not None and splits is not None:
+        return verdict_line(diagnose(model, cfg, splits, history, samples=samples))
+    b = last.get("train_loss_eval")
+    if b is None or not math.isfinite(b):
+        return (f"train_loss {f:.4g} > val_loss {a:.4g}: run `countnet diagnose RUN` to see why")
+    return (f"train_loss {f:.4g} > val_loss {a:.4g}: in eval mode the training loss is {b:.4g}, "
+            f"so train-mode effects (epoch-average lag, weight averaging, dropout, BatchNorm, "
+            f"augmentation) add "
+            f"{f - b:+.4g} and the true generalisation gap is {a - b:+.4g}; "
+            f"`countnet diagnose RUN` splits it term by term")

@@ -10,6 +10,7 @@ from countnet.cli.output import print_json
 from countnet.config import ConfigError, TrainConfig
 from countnet.diagnose import DEFAULT_SAMPLES, Diagnosis
 from countnet.diagnose_io import diagnose_path
+from countnet.diagnose_report import diagnosis_json, format_report
 
 # Tiny data, the `simple` model with dropout (so a term is non-zero), 2 epochs.
 SMOKE_CONFIG = {"model": "simple", "width": 8, "depth": 3, "image_size": 32, "max_count": 8,
@@ -62,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _print(diag: Diagnosis, as_json: bool) -> None:
     if as_json:
-        print_json(diag.to_dict())
+        print_json(diagnosis_json(diag))
     else:
-        print(diag.table())
+        print(format_report(diag))
 
 
 

@@ -12,7 +12,7 @@ from countnet import suite
 from countnet.cli import check_device
 from countnet.config import ConfigError, TrainConfig, parse_overrides
 from countnet.datasets import load_splits
-from countnet.diagnose import short_verdict
+from countnet.diagnose_report import short_verdict
 from countnet.formatting import fmt_number
 from countnet.outdir import check_out_dir, clear_out_dir
 from countnet.rundir import (

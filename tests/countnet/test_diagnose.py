@@ -19,8 +19,9 @@ from countnet.checkpoint import load_checkpoint
 from countnet.cli import main
 from countnet.config import TrainConfig
 from countnet.datasets import load_splits
-from countnet.diagnose import TERMS, diagnose, short_verdict, weight_decay_penalty
+from countnet.diagnose import TERMS, diagnose, weight_decay_penalty
 from countnet.diagnose_io import diagnose_path, load_for_diagnosis
+from countnet.diagnose_report import format_report, short_verdict, verdict_line
 from countnet.models import model_from_config
 from countnet.rundir import RunLogger
 from countnet.train import fit
@@ -57,7 +58,7 @@ def assert_adds_up(diag) -> None:
     # The printed table: each value is rounded to the same number of decimals, so the printed
     # rows may miss the printed total by at most half a unit in the last place per row.
     rows = {}
-    for line in diag.table().splitlines():
+    for line in format_report(diag).splitlines():
         for key, label, formula in (*TERMS, ("total", "= printed train - val", "f - a")):
             if line.strip().startswith(label) and formula in line:
                 rows[key] = line.split(formula, 1)[1].split()[0]
@@ -76,7 +77,7 @@ def test_dropout_term_dominates(tmp_path) -> None:
     assert terms["batchnorm"] == 0 and terms["augmentation"] == 0 and terms["interaction"] == 0
     assert max(terms, key=lambda k: abs(terms[k])) == "dropout"
     assert terms["dropout"] > 0.5 * diag.printed_difference > 0
-    assert "dropout" in diag.verdict
+    assert "dropout" in verdict_line(diag)
 
 
 def test_batchnorm_term_is_large_with_tiny_batches_and_restores_running_stats(tmp_path) -> None:
