@@ -13,8 +13,8 @@ which owns that layout). A labelled folder whose photos are box-annotated holds,
 - an image without objects has no row; every image's number of rows must equal its labels.csv
   count (a mismatch names both files).
 
-Only a box's centre ((x0 + x1) / 2, (y0 + y1) / 2) is used: a crop of a photo counts the boxes
-whose centres fall inside it (`countnet.crops`).
+A box gives its object a place and a size: `countnet.crops` spreads one unit of mass around its
+centre ((x0 + x1) / 2, (y0 + y1) / 2), as wide as the box, and a crop counts the mass inside it.
 """
 
 from __future__ import annotations

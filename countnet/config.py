@@ -20,11 +20,16 @@ DATA_KINDS = ("synthetic", "folder", "carpk")
 POOLS = ("avg", "sum", "density")
 OPTIMIZERS = ("adamw", "sgd")
 # `lr_range` rises exponentially from lr/1000 to lr over the run (Smith's LR range test).
-SCHEDULES = ("constant", "onecycle", "cosine", "lr_range")
+# `schedulefree`: Schedule-Free AdamW (Defazio et al. 2024), a linear warm-up of warmup_epochs and
+# then a constant lr; the evaluated weights are its own average, so no stopping time is planned
+# and the model at epoch e does not depend on `epochs` (what ASHA's early rungs need).
+SCHEDULES = ("constant", "onecycle", "cosine", "lr_range", "schedulefree")
 LOSSES = ("mse", "huber")
-# `dihedral` (flips + 90° rotations) preserves the count. `crop` (random crop, resized back) does
-# NOT: it cuts objects off at the border. It exists to show its effect in `countnet diagnose`.
-AUGMENTS = ("none", "dihedral", "crop")
+# `dihedral` (flips + 90° rotations) preserves the count; `photometric` is dihedral plus a gamma,
+# contrast, brightness, blur and noise per image (countnet.augment). `crop` (random crop, resized
+# back) does NOT: it cuts objects off at the border. It exists to show its effect in `countnet
+# diagnose`.
+AUGMENTS = ("none", "dihedral", "photometric", "crop")
 DEVICES = ("auto", "cpu", "cuda")
 # `auto`: bf16 autocast on CUDA and on CPUs with native bf16 (AMX, avx512_bf16), else fp32.
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -57,6 +62,9 @@ class TrainConfig:
     data_dir: str = ""  # folder or carpk root; unused for synthetic
     image_size: int = 64  # px, square; real photos are resized to it
     crop_size: int = 0  # px, square random crops of box-annotated photos at native size; 0 = off
+    # box sides (the geometric mean of width and height): the std of the Gaussian that spreads
+    # each object of a box-annotated photo over its density target (countnet.crops)
+    density_sigma: float = 0.25
     channels: int = 1  # 1 (grey) or 3 (RGB)
     train_size: int = 12000  # images in the training split
     val_size: int = 2000  # images in the validation split
@@ -110,7 +118,11 @@ class TrainConfig:
     momentum: float = 0.9  # sgd momentum; adamw beta1 is left at torch's default
     weight_decay: float = 0.0  # decoupled for adamw, L2-in-gradient for sgd
     wd_exclude_bn_bias: bool = True  # no weight decay on BatchNorm weights and biases
-    schedule: str = "onecycle"  # constant | onecycle | cosine | lr_range, stepped per batch
+    # constant | onecycle | cosine | lr_range, stepped per batch | schedulefree (its own optimiser)
+    schedule: str = "onecycle"
+    # epochs of linear warm-up (schedulefree), fixed whatever `epochs` is; in epochs like
+    # ema_epochs, so one setting suits 200 images and 12,000 alike
+    warmup_epochs: float = 1.0
     epochs: int = 16  # passes over the training split
     # images per step. 32, not 64: the same epoch time on a CPU, twice the steps, and a val_loss
     # 2x lower on 3 seeds, with every shift-suite set >= 0.985 (docs/benchmarks.md)
@@ -120,7 +132,13 @@ class TrainConfig:
     # checkpoints and bundles use the average (train_loss stays the trained weights'); 0 = off
     ema_epochs: float = 0.5
     loss: str = "mse"  # mse | huber (delta = 1 object)
-    augment: str = "none"  # none | dihedral (count-preserving) | crop (NOT count-preserving)
+    # box-annotated crops only: weight of the loss on the counts of density_cell x density_cell px
+    # regions against the density target (where the objects are, not only how many); 0 = the
+    # crop's count alone
+    density_loss: float = 1.0
+    density_cell: int = 8  # px of the input: side of the regions that density_loss compares
+    # none | dihedral | photometric (both count-preserving) | crop (NOT count-preserving)
+    augment: str = "none"
     seed: int = 0  # model init, shuffling, augmentation and dropout
     device: str = "auto"  # auto picks cuda when present, else cpu
     precision: str = "auto"  # auto | fp32 | bf16 (autocast; weights, losses, metrics stay fp32)
@@ -191,7 +209,8 @@ def validate(cfg: TrainConfig) -> None:
                  "depth", "eval_batch_size", "min_object_size", "train_eval_size"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name}: must be >= 1, got {getattr(cfg, name)}")
-    for name in ("min_count", "distractors", "test_size", "threads", "min_gap", "grad_clip"):
+    for name in ("min_count", "distractors", "test_size", "threads", "min_gap", "grad_clip",
+                 "warmup_epochs"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name}: must be >= 0, got {getattr(cfg, name)}")
     for low, high in (("min_count", "max_count"), ("min_object_size", "max_object_size"),
@@ -213,13 +232,27 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.crop_size and cfg.data == "synthetic":
         raise ConfigError("crop_size: crops need box-annotated photos (data: carpk or folder), "
                           "not data 'synthetic'")
+    if cfg.schedule == "schedulefree":
+        if cfg.optimizer != "adamw":
+            raise ConfigError(f"schedule: schedulefree is AdamW's; got optimizer {cfg.optimizer!r}")
+        if cfg.ema_epochs > 0:
+            raise ConfigError("ema_epochs: schedulefree evaluates its own average of the weights; "
+                              f"set ema_epochs=0 (got {cfg.ema_epochs})")
+    if cfg.density_sigma <= 0:
+        raise ConfigError(f"density_sigma: must be > 0 (box sides), got {cfg.density_sigma}")
+    if cfg.density_cell < 1:
+        raise ConfigError(f"density_cell: must be >= 1 px, got {cfg.density_cell}")
+    if cfg.crop_size and cfg.density_loss > 0 and cfg.pool != "density":
+        raise ConfigError(f"density_loss: needs pool 'density' (a density map to compare), got "
+                          f"pool {cfg.pool!r}; set density_loss=0 to train on counts alone")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"dropout: must be in [0, 1), got {cfg.dropout}")
     if not 0.0 < cfg.val_fraction < 1.0:
         raise ConfigError(f"val_fraction: must be in (0, 1), got {cfg.val_fraction}")
     if cfg.lr <= 0:
         raise ConfigError(f"lr: must be > 0, got {cfg.lr}")
-    for name in ("weight_decay", "jitter", "momentum", "blur_min", "noise_min", "ema_epochs"):
+    for name in ("weight_decay", "jitter", "momentum", "blur_min", "noise_min", "ema_epochs",
+                 "density_loss"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name}: must be >= 0, got {getattr(cfg, name)}")
     if cfg.model == "simple" and cfg.depth < 2:
@@ -229,6 +262,13 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{name}: {getattr(cfg, name)} is above the cap of {cap}")
     if cfg.data == "synthetic":
         _check_scene_fits(cfg)
+
+
+def evaluates_average(cfg: TrainConfig) -> bool:
+    """Whether a run evaluates (and saves as its model) an average of the weights it trains:
+    the EMA (ema_epochs > 0) or schedulefree's own average. Its checkpoints then hold the trained
+    weights too ("train_model"), which `countnet diagnose` compares."""
+    return cfg.ema_epochs > 0 or cfg.schedule == "schedulefree"
 
 
 def grid_cells(cfg: TrainConfig) -> int:

@@ -6,10 +6,14 @@ resolution and count whole images. So, for `data: carpk` or a labelled folder wi
 
 - train: `train_size` square crops of `crop_size` px, cut at random positions from the training
   photos at their own size (never resized). Every crop position of every photo is equally likely
-  (a photo's share grows with its area). A crop's count is the number of boxes whose centres
-  fall inside it, the left and top edges included and the right and bottom ones not, so the
-  crops of a tiling count every box once. The crops are drawn once per `data_seed`; the training
-  loop shuffles (and, with `augment: dihedral`, flips) them each epoch.
+  (a photo's share grows with its area). Each photo has a density target (`photo_density`):
+  every box spreads one object over the photo as a Gaussian at its centre, `density_sigma` box
+  sides wide, renormalised to 1 inside the photo (SAFECount's CARPK recipe). A crop carries its
+  piece of that map, and its count is the map's sum over it: an object cut by the crop's edge
+  counts by the share of it inside, so the crops of a tiling add up to the photo's count
+  exactly, and no crop's label depends on which side of an edge a centre fell. The crops are
+  drawn once per `data_seed`; the training loop shuffles (and, with `augment: dihedral`, flips
+  map and crop alike) them each epoch.
 - validation (CARPK's test split, or the folder's val split): whole photos at their own size,
   labelled with their count. The training loop stacks them, so they must share one size.
 """
@@ -34,27 +38,43 @@ from countnet.folder import (
 )
 
 CROP_STREAM = 7_919  # mixed into data_seed: the crops' random stream, apart from other uses
+MIN_SIGMA_PX = 1.0  # px: the narrowest Gaussian of a density target (a box of zero size)
 
 
-def crop_count(box_centres: np.ndarray, left: int, top: int, size: int) -> int:
-    """Boxes whose centre lies in [left, left + size) x [top, top + size).
+def photo_density(boxes: np.ndarray, width: int, height: int, sigma: float) -> np.ndarray:
+    """The density target (height, width) float32 of one photo: one unit of mass per box.
+
+    Each box is a Gaussian at its centre with std `sigma` x its side (the geometric mean of its
+    width and height, at least MIN_SIGMA_PX), sampled at the pixel centres and renormalised to 1
+    over the photo, so the map sums to the number of boxes.
 
     Args:
-        box_centres: (K, 2) centres as (x, y) in px (`countnet.boxes.centres`).
-        left: the crop's first column, px.
-        top: the crop's first row, px.
-        size: the crop's side, px.
+        boxes: (K, 4) x0, y0, x1, y1 in px of the photo at its own size.
+        width: the photo's width, px.
+        height: the photo's height, px.
+        sigma: the std in box sides (TrainConfig.density_sigma).
     """
-    x, y = box_centres[:, 0], box_centres[:, 1]
-    inside = (x >= left) & (x < left + size) & (y >= top) & (y < top + size)
-    return int(inside.sum())
+    if len(boxes) == 0:
+        return np.zeros((height, width), dtype=np.float32)
+    c = centres(boxes)  # (K, 2)
+    side = np.sqrt(np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1],
+                                                                          0))
+    std = np.maximum(sigma * side, MIN_SIGMA_PX)[:, None]  # (K, 1) px
+    gx = np.exp(-0.5 * ((np.arange(width) + 0.5 - c[:, :1]) / std) ** 2)  # (K, W)
+    gy = np.exp(-0.5 * ((np.arange(height) + 0.5 - c[:, 1:]) / std) ** 2)  # (K, H)
+    # Each factor sums to 1 over the photo, so each object's mass is 1 whatever its position.
+    gx /= np.maximum(gx.sum(1, keepdims=True), 1e-30)
+    gy /= np.maximum(gy.sum(1, keepdims=True), 1e-30)
+    return (gy.T @ gx).astype(np.float32)  # (H, W): the sum over k of outer(gy_k, gx_k)
 
 
-def draw_crops(photos: list[Photo], n: int, size: int, channels: int,
-               seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`n` random crops (n, C, size, size) float32 and their counts (n,), in random order.
+def draw_crops(photos: list[Photo], n: int, size: int, channels: int, seed: int,
+               sigma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`n` random crops (n, C, size, size) float32, their counts (n,) and their density
+    targets (n, 1, size, size), in random order.
 
-    Each photo is decoded once, at its own size, and its crops are cut from it.
+    Each photo is decoded once, at its own size, and its crops are cut from it and from its
+    density target (`photo_density`); a crop's count is its target's sum.
 
     Args:
         photos: the training photos with their boxes.
@@ -62,6 +82,7 @@ def draw_crops(photos: list[Photo], n: int, size: int, channels: int,
         size: side of a crop, px; every photo must be at least this large.
         channels: 1 (grey) or 3 (RGB).
         seed: the crops' seed (positions, shares per photo, order).
+        sigma: the density target's std in box sides (TrainConfig.density_sigma).
 
     Raises:
         DataError: a photo smaller than a crop, a box centre outside its photo, or a photo that
@@ -76,21 +97,23 @@ def draw_crops(photos: list[Photo], n: int, size: int, channels: int,
     positions = np.array([(w - size + 1) * (h - size + 1) for w, h in sizes], dtype=np.float64)
     per_photo = rng.multinomial(n, positions / positions.sum())  # (P,) crops of each photo
     x = torch.empty((n, channels, size, size), dtype=torch.float32)
-    y = torch.empty(n, dtype=torch.float32)
+    density = torch.empty((n, 1, size, size), dtype=torch.float32)
     i = 0
     for photo, (width, height), k in zip(photos, sizes, per_photo.tolist()):
         if k == 0:
             continue
         image = _read(photo, channels)  # (C, H, W)
-        box_centres = _centres_inside(photo, width, height)
+        _check_centres(photo, width, height)
+        target = torch.from_numpy(photo_density(photo.boxes, width, height, sigma))  # (H, W)
         lefts = rng.integers(0, width - size + 1, size=k)
         tops = rng.integers(0, height - size + 1, size=k)
         for left, top in zip(lefts.tolist(), tops.tolist()):
             x[i] = image[:, top:top + size, left:left + size]
-            y[i] = crop_count(box_centres, left, top, size)
+            density[i, 0] = target[top:top + size, left:left + size]
             i += 1
     order = torch.from_numpy(rng.permutation(n))
-    return x[order], y[order]
+    density = density[order]
+    return x[order], density.sum((1, 2, 3)), density
 
 
 def whole_images(folder: Path, rows: list[Row],
@@ -135,20 +158,22 @@ def training_photos(cfg: TrainConfig) -> list[Photo]:
 
 
 def load_crop_splits(cfg: TrainConfig) -> tuple[torch.Tensor, ...]:
-    """train_x (train_size, C, crop, crop), train_y, val_x (M, C, H, W), val_y on the CPU.
+    """train_x (train_size, C, crop, crop), train_y, val_x (M, C, H, W), val_y and
+    train_density (train_size, 1, crop, crop), on the CPU.
 
     Args:
         cfg: a config with crop_size > 0 and data carpk or folder (`validate` checks
             crop_size's range and data kind when the config is made).
     """
     root = Path(cfg.data_dir)
-    train = draw_crops(training_photos(cfg), cfg.train_size, cfg.crop_size, cfg.channels,
-                       cfg.data_seed)
+    train_x, train_y, train_density = draw_crops(
+        training_photos(cfg), cfg.train_size, cfg.crop_size, cfg.channels, cfg.data_seed,
+        cfg.density_sigma)
     if cfg.data == "carpk":
         val_folder, val_rows = root, carpk_split(root, "test")
     else:
         _, (val_folder, val_rows) = labelled_splits(root, cfg.val_fraction)
-    return (*train, *whole_images(val_folder, val_rows, cfg.channels))
+    return (train_x, train_y, *whole_images(val_folder, val_rows, cfg.channels), train_density)
 
 
 def _size(photo: Photo) -> tuple[int, int]:
@@ -167,8 +192,8 @@ def _read(photo: Photo, channels: int) -> torch.Tensor:
         raise DataError(f"{photo.where}: {e}") from None
 
 
-def _centres_inside(photo: Photo, width: int, height: int) -> np.ndarray:
-    """The photo's box centres (K, 2); one outside the photo is a DataError (no crop has it)."""
+def _check_centres(photo: Photo, width: int, height: int) -> None:
+    """A box centre outside its photo is a DataError: no crop could hold that object."""
     box_centres = centres(photo.boxes)
     x, y = box_centres[:, 0], box_centres[:, 1]
     outside = ~((x >= 0) & (x < width) & (y >= 0) & (y < height))
@@ -176,4 +201,3 @@ def _centres_inside(photo: Photo, width: int, height: int) -> np.ndarray:
         k = int(np.argmax(outside))
         raise DataError(f"{photo.where}: box {photo.boxes[k].tolist()} of {photo.path} has its "
                         f"centre outside the {width}x{height} px image")
-    return box_centres

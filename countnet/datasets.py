@@ -29,6 +29,8 @@ class Splits(NamedTuple):
     train_y: torch.Tensor  # (N,) float32 counts
     val_x: torch.Tensor  # (M, C, H, W)
     val_y: torch.Tensor  # (M,)
+    # (N, 1, H, W) float32: where the training objects are (box-annotated crops); else None
+    train_density: torch.Tensor | None = None
 
 
 def split_seed(data_seed: int, split: str) -> int:
@@ -67,14 +69,17 @@ def load_splits(cfg: TrainConfig, device: torch.device | str = "cpu") -> Splits:
     # is in the key without anyone listing it, so a cache hit never serves stale data.
     key = tuple((f, getattr(cfg, f)) for f in data_fields())
     base = _cached_splits(key, str(device))
-    train_x, train_y, val_x, val_y = base
+    train_x, train_y, val_x, val_y, train_density = base
     if cfg.shuffle_labels:
         gen = torch.Generator().manual_seed(cfg.data_seed)
-        train_y = train_y[torch.randperm(len(train_y), generator=gen).to(train_y.device)]
+        perm = torch.randperm(len(train_y), generator=gen).to(train_y.device)
+        train_y = train_y[perm]
+        if train_density is not None:  # a label is its map's sum: they move together
+            train_density = train_density[perm]
     if cfg.val_equals_train:
         n = min(cfg.val_size, len(train_x))
         val_x, val_y = train_x[:n], train_y[:n]
-    return Splits(train_x, train_y, val_x, val_y)
+    return Splits(train_x, train_y, val_x, val_y, train_density)
 
 
 @functools.lru_cache(maxsize=4)

@@ -12,7 +12,8 @@ validation set, `diagnose` measures:
 - (t) train loss in the run's full training mode (`set_train_mode` + augmentation), in the
   precision the run trained in, with the evaluated weights;
 - (r) the same with the trained weights, when the run evaluates an average of them
-  (`ema_epochs` > 0): the loss the training loop would see at its last step. Without an average,
+  (`ema_epochs` > 0, or schedulefree's own average): the loss the training loop would see at its
+  last step. Without an average,
   or when only the averaged weights are at hand (a bundle), (r) = (t);
 - (u) the same as (t) in fp32 (equal to (t) for an fp32 run): (t - u) is bf16 rounding;
 - (f) the printed train loss of the epoch the weights come from (epoch mean of batch losses);
@@ -55,7 +56,7 @@ import torch
 import torch.nn as nn
 
 from countnet.augment import augment_batch
-from countnet.config import ConfigError, TrainConfig
+from countnet.config import ConfigError, TrainConfig, evaluates_average
 from countnet.datasets import Splits
 from countnet.models import set_train_mode
 from countnet.precision import autocast, resolve
@@ -346,8 +347,9 @@ def diagnose(model: nn.Module, cfg: TrainConfig, splits: Splits,
                                                     abs_tol=1e-6):
         notes.append(f"measured val loss {a_run:.6g} differs from the printed {printed_val:.6g}: "
                      "the weights may not be those of that epoch")
-    if cfg.ema_epochs > 0 and train_model is None:
-        notes.append("the run evaluates averaged weights (ema_epochs) and only those are here, "
+    if evaluates_average(cfg) and train_model is None:
+        notes.append("the run evaluates averaged weights (ema_epochs or schedulefree) and only "
+                     "those are here, "
                      "so (r) = (t) and the lag row includes the weight averaging; diagnose the "
                      "run dir to split them")
     if cfg.freeze_bn:

@@ -84,6 +84,10 @@ class CountNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B,)
         return self.head(self.body(self.norm(x)))
 
+    def density_map(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, 1, h, w)
+        """The per-position density whose sum is the count (pool `density` only), fp32."""
+        return self.head.density(self.body(self.norm(x)))
+
 
 def simple(channels: int = 1, width: int = 32, depth: int = 5, batchnorm: bool = False,
            pool: str = "sum", dropout: float = 0.0, input_norm: str = "none") -> CountNet:

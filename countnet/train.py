@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from countnet.augment import augment_batch
@@ -34,6 +35,9 @@ METRIC_KEYS = ("epoch", "lr_now", "train_loss", "train_loss_eval", "val_loss", "
 RESUME_FREE_FIELDS = ("device", "threads", "eval_batch_size")
 DIVERGENCE_CHECK_EVERY = 20  # steps between finiteness checks (each one syncs a GPU)
 LR_RANGE_START = 1e-3  # lr_range starts at lr * this
+# schedulefree with BatchNorm: training batches (no_grad) that re-estimate the running statistics
+# for the averaged weights before each evaluation (the package's advice: about 50)
+BN_REFRESH_BATCHES = 50
 
 SaveFn = Callable[[str | Path], Path]
 EpochCallback = Callable[[dict[str, float], SaveFn], None]
@@ -86,8 +90,10 @@ def decayed_parameters(model: nn.Module, cfg: TrainConfig) -> list[nn.Parameter]
             and not (cfg.wd_exclude_bn_bias and (p.ndim <= 1 or name.endswith(".bias")))]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW or SGD+momentum; optionally no weight decay on BatchNorm weights and biases."""
+def build_optimizer(model: nn.Module, cfg: TrainConfig,
+                    steps_per_epoch: int = 1) -> torch.optim.Optimizer:
+    """AdamW, SGD+momentum or Schedule-Free AdamW (warm-up of warmup_epochs x steps_per_epoch
+    steps); optionally no weight decay on BatchNorm weights and biases."""
     decay = decayed_parameters(model, cfg)
     decayed = {id(p) for p in decay}  # by identity: a tensor's == is elementwise
     no_decay = [p for p in model.parameters() if p.requires_grad and id(p) not in decayed]
@@ -95,12 +101,18 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
               {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.schedule == "schedulefree":
+        import schedulefree  # only its runs need it
+
+        return schedulefree.AdamWScheduleFree(
+            groups, lr=cfg.lr, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch))
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig,
                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """torch's own schedulers, stepped once per batch."""
+    """torch's own schedulers, stepped once per batch (schedulefree: none, a constant factor 1;
+    the optimiser warms up by itself)."""
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
@@ -148,6 +160,32 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfi
             "acc": (err == 0).float().mean().item(), "off_by_one": (err <= 1).float().mean().item()}
 
 
+def region_counts(density: torch.Tensor, cell: int) -> torch.Tensor:
+    """Counts of cell x cell blocks of a density map (B, 1, h, w) -> (B, 1, h/cell, w/cell),
+    partial blocks at the right and bottom edges included."""
+    if cell <= 1:
+        return density
+    return F.avg_pool2d(density, cell, stride=cell, ceil_mode=True, divisor_override=1)
+
+
+def density_region_loss(pred: torch.Tensor, target: torch.Tensor, cell_px: int) -> torch.Tensor:
+    """Squared error of the counts of cell_px x cell_px regions, summed over the regions and
+    averaged over the batch: where the objects are, in units of objects like the count loss.
+
+    Args:
+        pred: the model's density (B, 1, h, w), fp32.
+        target: the density target at input resolution (B, 1, H, W), mass = count; pooled to
+            (h, w) by sums (its mass is kept), so any output stride fits.
+        cell_px: region side in input px (TrainConfig.density_cell).
+    """
+    h, w = pred.shape[-2:]
+    big_h, big_w = target.shape[-2:]
+    at_pred = F.adaptive_avg_pool2d(target, (h, w)) * (big_h * big_w / (h * w))  # (B, 1, h, w)
+    cell = max(1, round(cell_px * h / big_h))  # output positions per region side
+    diff = region_counts(pred, cell) - region_counts(at_pred, cell)
+    return diff.pow(2).sum((1, 2, 3)).mean()
+
+
 def ema_decay(ema_epochs: float, steps_per_epoch: int) -> float:
     """Per-step decay of an EMA whose time constant is `ema_epochs` epochs (1 / (1 - decay) steps).
 
@@ -174,18 +212,23 @@ class _Trainer:
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.steps = math.ceil(len(splits.train_x) / cfg.batch_size)
-        self.opt = build_optimizer(self.model, cfg)
+        self.opt = build_optimizer(self.model, cfg, self.steps)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.sched = build_scheduler(self.opt, cfg, self.steps)
         # The evaluated weights: an exponential moving average of the trained ones (torch's own
         # AveragedModel; BatchNorm buffers averaged too), or the trained ones themselves.
         self.ema: AveragedModel | None = None
+        # Schedule-free: the optimiser swaps the model between its training point (opt.train())
+        # and its averaged point (opt.eval()), which is what is evaluated and saved as "model".
+        self.schedule_free = cfg.schedule == "schedulefree"
         if cfg.ema_epochs > 0:
             self.ema = AveragedModel(
                 self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay(cfg.ema_epochs,
                                                                         self.steps)),
                 use_buffers=True)
         self.crit = loss_function(cfg)
+        # Where the objects are (box-annotated crops), when the density loss is on.
+        self.density = splits.train_density if cfg.density_loss > 0 else None
         self.epoch = 0
         self.history: list[dict[str, float]] = []
         n_eval = min(len(splits.val_x), cfg.train_eval_size, len(splits.train_x))
@@ -198,10 +241,12 @@ class _Trainer:
 
     @property
     def eval_model(self) -> nn.Module:
-        """The weights that evaluation, checkpoints' "model" and bundles use."""
+        """The weights that evaluation, checkpoints' "model" and bundles use (schedulefree: the
+        model itself, which holds the averaged point between epochs)."""
         return self.ema.module if self.ema is not None else self.model
 
     def state(self) -> dict[str, Any]:
+        """Everything to resume from; called between epochs (schedulefree: in its eval mode)."""
         state = {"model": self.eval_model.state_dict(), "optimizer": self.opt.state_dict(),
                  "scheduler": self.sched.state_dict(), "epoch": self.epoch,
                  "rng": torch.get_rng_state(), "config": self.cfg.to_dict(),
@@ -209,6 +254,11 @@ class _Trainer:
         if self.ema is not None:  # the optimiser's own weights, to resume from
             state["train_model"] = self.model.state_dict()
             state["ema_n_averaged"] = self.ema.n_averaged.clone()
+        elif self.schedule_free:  # the training point, for the diagnosis (resuming needs x only)
+            state["model"] = {k: v.clone() for k, v in state["model"].items()}
+            self.opt.train()
+            state["train_model"] = {k: v.clone() for k, v in self.model.state_dict().items()}
+            self.opt.eval()
         return state
 
     def save(self, directory: str | Path) -> Path:
@@ -230,7 +280,7 @@ class _Trainer:
             self.model.load_state_dict(state["train_model"])
             self.ema.module.load_state_dict(state["model"])
             self.ema.n_averaged.copy_(state["ema_n_averaged"])
-        else:
+        else:  # schedulefree: the averaged point, with its optimiser state in eval mode
             self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
@@ -246,23 +296,39 @@ class _Trainer:
         gen = torch.Generator().manual_seed(seed)  # shuffle + augmentation draws, on the CPU
         perm = torch.randperm(len(x), generator=gen).to(self.device)
         set_train_mode(self.model, cfg)
+        if self.schedule_free:
+            self.opt.train()
         total = torch.zeros((), device=self.device)
         seen, lr = 0, self.opt.param_groups[0]["lr"]
         t0 = time.perf_counter()
         for step in range(self.steps):
             idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            xb = augment_batch(x[idx], cfg.augment, gen)  # (b, C, H, W)
+            if self.density is None:
+                xb = augment_batch(x[idx], cfg.augment, gen)  # (b, C, H, W)
+            else:  # one draw of flips for the image and its target: they must stay aligned
+                both = augment_batch(torch.cat([x[idx], self.density[idx]], 1), cfg.augment, gen,
+                                     image_channels=x.shape[1])
+                xb, target = both[:, :-1], both[:, -1:]  # (b, C, H, W), (b, 1, H, W)
             if cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast(self.precision, self.device):
-                pred = self.model(xb)  # (b,)
-            loss = self.crit(pred.float(), y[idx])
+                if self.density is None:
+                    pred = self.model(xb)  # (b,)
+                else:
+                    dmap = self.model.density_map(xb)  # (b, 1, h, w) fp32
+                    pred = dmap.sum((1, 2, 3))  # (b,)
+            loss = self.crit(pred.float(), y[idx])  # what train_loss reports: the count's loss
+            objective = loss
+            if self.density is not None:
+                objective = loss + cfg.density_loss * density_region_loss(dmap, target,
+                                                                          cfg.density_cell)
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
-            lr = self.opt.param_groups[0]["lr"]
             self.opt.step()
+            # the lr of this step (schedulefree logs its warmed-up lr as scheduled_lr)
+            lr = self.opt.param_groups[0].get("scheduled_lr", self.opt.param_groups[0]["lr"])
             self.sched.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
@@ -278,10 +344,23 @@ class _Trainer:
             torch.cuda.synchronize()
         return (total / seen).item(), lr, time.perf_counter() - t0
 
+    def _refresh_batchnorm(self) -> None:
+        """Running statistics for the weights being evaluated (torch's `update_bn`), when they
+        are not the ones the batches ran through: schedulefree's average. A no-op without BN."""
+        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
+            return
+        n = min(len(self.splits.train_x), BN_REFRESH_BATCHES * self.cfg.batch_size)
+        batches = self.splits.train_x[:n].split(self.cfg.batch_size)
+        with autocast(self.precision, self.device):
+            torch.optim.swa_utils.update_bn(batches, self.model, self.device)
+
     def run_epoch(self, progress: ProgressFn | None) -> dict[str, float]:
         t0 = time.perf_counter()
         self.epoch += 1
         train_loss, lr, train_time = self.train_epoch(progress)
+        if self.schedule_free:
+            self.opt.eval()  # the model now holds the averaged point
+            self._refresh_batchnorm()
         model, cfg, prec = self.eval_model, self.cfg, self.precision
         tr = evaluate(model, self.train_eval_x, self.train_eval_y, cfg, prec)
         va = evaluate(model, self.val_x, self.splits.val_y, cfg, prec)

@@ -14,11 +14,14 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from countnet.boxes import folder_photos
 from countnet.folder import load_rows, read_labels_csv
 from countnet.suite import SUITE_SETS
-from tests.bench.scripts import BENCH, check_result, run_tiny
+from tests.bench.scripts import BENCH, check_result, load_script, run_tiny
 
 
 def test_data_tiny(tmp_path) -> None:
@@ -114,3 +117,27 @@ def test_run_all_lists_every_script() -> None:
                  "search_efficiency.py", "default_seeds.py", "gpu.sh"):
         assert name in out.stdout
     assert out.stdout.count("--quick") == 7  # gpu.sh has one size
+
+
+def test_photo_folders_hold_real_photos_whose_held_out_half_shares_nothing(tmp_path) -> None:
+    photo_folder = load_script("photo_folder")
+    counts = photo_folder.write_folders(tmp_path, train_n=6, val_n=2, heldout_n=3, seed=1)
+    assert [len(counts[s]) for s in ("train", "val", "heldout")] == [6, 2, 3]
+    for split in ("train", "val", "heldout"):
+        rows = read_labels_csv(tmp_path / split / "labels.csv")
+        photos = folder_photos(tmp_path / split, rows)  # countnet's reader: boxes match counts
+        assert [len(p.boxes) for p in photos] == counts[split]
+        with Image.open(photos[0].path) as im:
+            assert im.size == (photo_folder.PHOTO_W, photo_folder.PHOTO_H) and im.mode == "RGB"
+    seen, unseen = photo_folder.load_sources(False), photo_folder.load_sources(True)
+    for mine, theirs in ((seen.faces, unseen.faces), (seen.non_faces, unseen.non_faces)):
+        assert not any(np.array_equal(a, b) for a in mine for b in theirs)
+    # The grounds are the left and the right half of the same photographs, never one pixel twice.
+    assert len(seen.grounds) == len(unseen.grounds) == len(photo_folder.GROUNDS)
+
+
+def test_real_photos_tiny_default_arm(tmp_path) -> None:
+    result = run_tiny("real_photos", tmp_path, "--arms", "default")
+    runs = result["arms"]["default"]["0"]
+    assert runs["rel_mae"] >= 0 and runs["n"] == 8
+    assert result["goals"] == {"default_rel_mae_le_5pct": result["goal_met"]}

@@ -266,3 +266,16 @@ def test_weight_averaging_is_its_own_term_from_a_run_dir_and_noted_for_a_bundle(
     assert_adds_up(from_bundle)
     assert from_bundle.attribution["averaging"] == 0
     assert any("averaged weights" in n for n in from_bundle.notes)
+
+
+def test_schedule_free_average_is_the_averaging_term_and_the_rows_add_up(tmp_path) -> None:
+    """Schedule-free evaluates its own average (x) and trains another point (y): the same two
+    rows as the EMA, and the identity still holds exactly."""
+    run, _, _ = train_run(tmp_path, pool="density", schedule="schedulefree", ema_epochs=0.0,
+                          warmup_epochs=1.0, epochs=3, dropout=0.3)
+    diag = diagnose_path(run, samples=256, tensorboard=False)
+    assert_adds_up(diag)
+    m = diag.measurements
+    assert m["r_train_mode_trained_weights"] != m["t_train_mode"]
+    assert diag.attribution["averaging"] == pytest.approx(
+        m["r_train_mode_trained_weights"] - m["t_train_mode"])

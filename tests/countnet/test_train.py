@@ -181,3 +181,53 @@ def test_resume_refuses_a_checkpoint_without_trained_weights(tmp_path, tiny) -> 
     save_checkpoint(tmp_path / "old", state)
     with pytest.raises(ConfigError, match="holds no trained weights"):
         fit(cfg, resume_from=tmp_path / "old")
+
+
+SCHEDULE_FREE = {"schedule": "schedulefree", "ema_epochs": 0.0, "warmup_epochs": 2.0}
+
+
+def test_schedule_free_epochs_do_not_depend_on_the_planned_budget(tiny) -> None:
+    """The model a trial evaluates at epoch e is the same whether it was planned for 2 epochs
+    or for 4 (what makes ASHA's early rungs judge the end); onecycle's is not."""
+    short = fit(tiny(RUN, SCHEDULE_FREE, epochs=2)).history
+    long = fit(tiny(RUN, SCHEDULE_FREE, epochs=4)).history
+    assert [m["val_loss"] for m in long[:2]] == [m["val_loss"] for m in short]
+    # A linear warm-up over 2 epochs of 4 steps: the last step of epoch 1 is at half the lr.
+    assert [m["lr_now"] for m in long] == pytest.approx([1e-3, 2e-3, 2e-3, 2e-3])
+    cycle_short = fit(tiny(RUN, epochs=2)).history
+    cycle_long = fit(tiny(RUN, epochs=4)).history
+    assert cycle_long[0]["val_loss"] != cycle_short[0]["val_loss"]
+
+
+def test_schedule_free_evaluates_and_saves_its_average_and_resumes_exactly(tmp_path,
+                                                                           tiny) -> None:
+    cfg = tiny(RUN, SCHEDULE_FREE, epochs=4, augment="dihedral")
+    straight = fit(cfg, lambda m, save: save(tmp_path / "last")).history
+    state = load_checkpoint(tmp_path / "last")
+    averaged, trained = state["model"], state["train_model"]
+    assert any(not torch.equal(averaged[k], trained[k]) for k in averaged)
+    model, loaded_cfg = load_model(tmp_path / "last")  # what predict, export and diagnose load
+    splits = load_splits(loaded_cfg, torch.device("cpu"))
+    precision, layout = fast_path(model, loaded_cfg, torch.device("cpu"))
+    val = evaluate(model, splits.val_x.contiguous(memory_format=layout), splits.val_y,
+                   loaded_cfg, precision)
+    assert val["loss"] == pytest.approx(straight[-1]["val_loss"], rel=1e-5)
+
+    def stop_after_two(metrics, save) -> None:
+        if metrics["epoch"] == 2:
+            save(tmp_path / "ckpt")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, stop_after_two)
+    resumed = fit(cfg, resume_from=tmp_path / "ckpt").history
+    timing = ("epoch_time_s", "images_per_s")
+    assert ([{k: v for k, v in m.items() if k not in timing} for m in resumed]
+            == [{k: v for k, v in m.items() if k not in timing} for m in straight])
+
+
+def test_schedule_free_refuses_an_ema_or_sgd() -> None:
+    with pytest.raises(ConfigError, match="ema_epochs: schedulefree evaluates its own average"):
+        TrainConfig(schedule="schedulefree")
+    with pytest.raises(ConfigError, match="schedulefree is AdamW's"):
+        TrainConfig(schedule="schedulefree", ema_epochs=0.0, optimizer="sgd")
