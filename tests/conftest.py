@@ -15,6 +15,11 @@ from typing import Any
 import pytest
 
 from countnet.config import TrainConfig  # imports no torch: the thread setting below still counts
+from countnet.runtime import set_omp_env
+
+# The test processes (and the Ray workers they start, which inherit the environment) run as the
+# `countnet` command does: OpenMP threads sleep while they wait (countnet.runtime), before torch.
+set_omp_env()
 
 # `make test` runs two pytest-xdist workers, one per core of a 2-core machine (`-n 2 --dist
 # loadfile`: a file's tests, and so its module fixtures, stay on one worker). Each test's torch
