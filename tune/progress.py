@@ -9,11 +9,18 @@ seconds. Instead this prints, as the search runs,
            val_acc 0.312 | 1/4 done
 
 (on one line) for every trial that starts, finishes, is stopped early by ASHA, diverges, fails
-or is restarted. "Best" is the best epoch by the target metric over every epoch reported so far:
-the one `countnet export` would take. For the overfit target (scope "last", `rank_scope`) each
-trial is its latest finite epoch instead, so "best" is the trial with the largest gap now, not
-the largest gap of any epoch (an untrained net's first epochs have the largest, by noise). Lines
-are written to stderr (messages); the final table of `countnet search` goes to stdout.
+or is restarted, up to EVENT_LINES lines (`make search`'s 8 trials print 16). A larger search
+then prints one summary line a minute instead, and a last one when it ends:
+
+    [12:03] summary: 64 running, 412/1000 done (298 stopped early, 0 diverged, 0 failed) |
+            best 5e0c1a2f val_loss 2.01 val_acc 0.402
+
+while a failure or a restart still gets its own line. "Best" is the best epoch by the target
+metric over every epoch reported so far: the one `countnet export` would take. For the overfit
+target (scope "last", `rank_scope`) each trial is its latest finite epoch instead, so "best" is
+the trial with the largest gap now, not the largest gap of any epoch (an untrained net's first
+epochs have the largest, by noise). Lines are written to stderr (messages); the final table of
+`countnet search` goes to stdout.
 """
 
 from __future__ import annotations
@@ -38,6 +45,11 @@ from countnet.overfit_curve import SCOPE_ALL, SCOPE_LAST
 from countnet.rundir import read_jsonl
 
 STEP_KEY = STEP
+# Per-trial event lines before the summary lines take over: 50 trials' start and end lines. A
+# thousand-trial search would print two thousand lines, which nobody reads.
+EVENT_LINES = 100
+SUMMARY_PERIOD_S = 60.0  # seconds between summary lines, once they took over
+RUNNING = "RUNNING"
 
 
 class SearchProgress(Callback):
@@ -53,18 +65,26 @@ class SearchProgress(Callback):
         stream: where lines go; None = sys.stderr at the time of printing.
         scope: which epoch stands for a trial (`rank_scope` of the target): SCOPE_ALL, its best
             so far; SCOPE_LAST, its latest finite one.
+        event_lines: per-trial event lines before summary lines take over.
+        summary_period_s: seconds between summary lines.
     """
 
     def __init__(self, metric: str, mode: str, max_epochs: int, num_samples: int,
-                 stream: Any = None, scope: str = SCOPE_ALL) -> None:
+                 stream: Any = None, scope: str = SCOPE_ALL, event_lines: int = EVENT_LINES,
+                 summary_period_s: float = SUMMARY_PERIOD_S) -> None:
         self.metric, self.mode, self.scope = metric, mode, scope
         self.max_epochs, self.num_samples = max_epochs, num_samples
         self.stream = stream
+        self.event_lines, self.summary_period_s = event_lines, summary_period_s
         self._start = time.monotonic()
         # trial_id -> the epoch that stands for it so far: its best, or its latest (scope)
         self._best: dict[str, dict[str, Any]] = {}
         self._done: set[str] = set()  # trial ids that ended (any way)
         self._seen_restored = False
+        self._events = 0  # per-trial event lines printed
+        self._last_summary: float | None = None  # when summary lines took over, or the last one
+        # How the trials of this driver ended, for the summary line.
+        self._ended = {"stopped": 0, "diverged": 0, "failed": 0}
 
     def setup(self, stop: Any = None, num_samples: int | None = None,
               total_num_samples: int | None = None, **info: Any) -> None:
@@ -87,8 +107,10 @@ class SearchProgress(Callback):
                         f"{self._best_str()}")
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self._summarising():  # formatting the params is work too: skip it
+            return
         params = format_params(dict(trial.evaluated_params or {}))
-        self._print(f"{trial.trial_id} started   {params}")
+        self._event(f"{trial.trial_id} started   {params}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
@@ -105,13 +127,28 @@ class SearchProgress(Callback):
                            planned=int(trial.config.get("epochs", self.max_epochs)),
                            scope=self.scope)
         epochs, planned = ended.epochs_run, ended.planned
+        self._ended["diverged"] += ended.diverged
+        self._ended["stopped"] += ended.stopped_early and not ended.diverged
+        if self._summarising():
+            return
         if ended.diverged:
             what = f"diverged at epoch {epochs} (non-finite loss)"
         elif ended.stopped_early:
             what = f"stopped early at epoch {epochs}/{planned}{self._own_best(trial.trial_id)}"
         else:
             what = f"finished {epochs}/{planned} epochs{self._own_best(trial.trial_id)}"
-        self._print(f"{trial.trial_id} {what}{self._best_str()} | {self._count()}")
+        self._event(f"{trial.trial_id} {what}{self._best_str()} | {self._count()}")
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        # Ray calls this every loop of its controller: only a clock is read, until a minute
+        # since the last summary line has passed.
+        if (self._last_summary is not None
+                and time.monotonic() - self._last_summary >= self.summary_period_s):
+            self._summary(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self._summarising():  # the last state, whenever the last minute's line was
+            self._summary(trials)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._print(f"{trial.trial_id} failed; restarting from its last checkpoint "
@@ -119,8 +156,33 @@ class SearchProgress(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._done.add(trial.trial_id)
+        self._ended["failed"] += 1
         self._print(f"{trial.trial_id} failed: see {Path(trial.path) / ERROR_FILE} | "
                     f"{self._count()}")
+
+    def _summarising(self) -> bool:
+        """Whether the per-trial lines have run out and summary lines took over."""
+        return self._last_summary is not None
+
+    def _event(self, text: str) -> None:
+        """A per-trial event line while EVENT_LINES last; then summary lines take over."""
+        self._print(text)
+        self._events += 1
+        if self._events >= self.event_lines:
+            self._last_summary = time.monotonic()
+            every = elapsed(self.summary_period_s)
+            self._print(f"{self._events} trial events shown; from now on a summary every "
+                        f"{every} (a failed trial still gets its own line)")
+
+    def _summary(self, trials: list) -> None:
+        """One line: running, done (and how they ended), the best so far."""
+        self._last_summary = time.monotonic()
+        # Ray calls on_trial_complete while the trial is still RUNNING: not counted twice.
+        running = sum(t.status == RUNNING and t.trial_id not in self._done for t in trials)
+        ended = self._ended
+        self._print(f"summary: {running} running, {self._count()} ({ended['stopped']} stopped "
+                    f"early, {ended['diverged']} diverged, {ended['failed']} failed)"
+                    f"{self._best_str()}")
 
     def _update(self, trial_id: str, row: dict[str, Any]) -> None:
         """Keep the epoch that stands for the trial (finite target, not diverged): its best so

@@ -100,6 +100,54 @@ def test_errors_and_restarts_name_the_error_file() -> None:
     assert "failed: see /x/trial_dddd/error.txt" in lines[1] and lines[1].endswith("1/2 done")
 
 
+def test_a_large_search_switches_to_a_summary_line_a_minute(monkeypatch) -> None:
+    """Past `event_lines` per-trial lines: one summary line a minute (running, done and how they
+    ended, the best so far) and one at the end; failures keep their own line."""
+    clock = [100.0]
+    monkeypatch.setattr("tune.progress.time.monotonic", lambda: clock[0])
+    out = io.StringIO()
+    p = SearchProgress("val_loss", "min", max_epochs=3, num_samples=1000, stream=out,
+                       event_lines=4)
+    p.setup(total_num_samples=1000)
+    trials = [_trial(f"t{i:03d}", 3) for i in range(8)]
+    for t in trials[:3]:
+        p.on_trial_start(0, trials, t)
+    p.on_trial_complete(0, trials, trials[0])  # the 4th event line: summaries take over
+    assert len(_lines(out)) == 5 and "from now on a summary every 1:00" in _lines(out)[-1]
+    for t in trials[3:6]:
+        p.on_trial_start(0, trials, t)
+    trials[1].last_result = {"epoch": 1, "val_loss": 0.5, "val_acc": 0.9}  # stopped early
+    p.on_trial_complete(0, trials, trials[1])
+    trials[1].status = trials[0].status = "TERMINATED"
+    p.on_step_end(0, trials)
+    assert len(_lines(out)) == 5  # nothing new within the minute
+    p.on_trial_error(0, trials, trials[2])
+    assert "t002 failed: see" in _lines(out)[-1]
+    clock[0] += 61
+    p.on_step_end(0, trials)
+    p.on_step_end(0, trials)  # the next one is a minute later
+    lines = _lines(out)
+    assert len(lines) == 7
+    assert lines[-1] == ("[1:01] summary: 5 running, 3/1000 done (1 stopped early, 0 diverged, "
+                         "1 failed) | best t001 val_loss 0.5 val_acc 0.900")
+    p.on_experiment_end(trials)
+    assert len(_lines(out)) == 8 and _lines(out)[-1].startswith("[1:01] summary: 5 running")
+
+
+def test_a_small_search_prints_every_event_and_no_summary() -> None:
+    """`make search`'s 8 trials: 16 event lines, as before; no summary line at the end."""
+    out = io.StringIO()
+    p = SearchProgress("val_loss", "min", max_epochs=3, num_samples=8, stream=out)
+    trials = [_trial(f"t{i}", 3) for i in range(8)]
+    for t in trials:
+        p.on_trial_start(0, trials, t)
+        p.on_trial_complete(0, trials, t)
+        p.on_step_end(0, trials)
+    p.on_experiment_end(trials)
+    lines = _lines(out)
+    assert len(lines) == 16 and not any("summary" in line for line in lines)
+
+
 def test_progress_callback_pickles_without_its_stream() -> None:
     """Ray saves the callbacks with the Tuner (tuner.pkl): sys.stderr must not be in it."""
     p = SearchProgress("val_loss", "min", 3, 4, stream=sys.stderr)
