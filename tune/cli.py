@@ -9,7 +9,10 @@ them (the header line, the summary table, the export's lines).
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
+import sysconfig
 import tempfile
 import time
 from importlib.resources import files
@@ -288,9 +291,29 @@ def _where_next(outcome: SearchOutcome, out: Any) -> None:
             if curve is not None:
                 print("\n".join(overfit_lines(best.trial_id, curve)), file=out)
     print(f"experiment: {outcome.exp_dir}", file=out)
-    print(f"tensorboard --logdir {outcome.exp_dir}", file=out)
+    print(f"{installed_command('tensorboard')} --logdir {outcome.exp_dir}", file=out)
     if outcome.study:
-        print(f"optuna-dashboard {outcome.study}", file=out)
+        print(f"{installed_command('optuna-dashboard')} {outcome.study}", file=out)
+
+
+def installed_command(name: str) -> str:
+    """`name`, a command installed with countnet, as a fresh shell can run it.
+
+    `make search` runs `.venv/bin/countnet` without activating `.venv`, so a bare `tensorboard`
+    printed at the end would be "command not found" when pasted into a new shell. The bare name
+    is enough when this Python's scripts directory is on PATH (an activated virtualenv, a system
+    or user install); otherwise it is the command's full path in that directory.
+    """
+    scripts = sysconfig.get_path("scripts")
+    if any(_same_dir(entry, scripts) for entry in os.environ.get("PATH", "").split(os.pathsep)
+           if entry):
+        return name
+    return shlex.quote(str(Path(scripts) / name))
+
+
+def _same_dir(a: str, b: str) -> bool:
+    """Whether two directory names are one directory (symlinks and case as the OS sees them)."""
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
 
 
 def _search_header(space: SearchSpace, exp_dir: str) -> None:

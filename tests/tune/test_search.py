@@ -1,8 +1,13 @@
-"""The main search (conftest `main_search`): ASHA, the Optuna study, TensorBoard files, seeds."""
+"""The main search (conftest `main_search`): ASHA, the Optuna study, TensorBoard files, seeds,
+and the commands its summary prints."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import shlex
+import sysconfig
 from pathlib import Path
 
 import optuna
@@ -13,6 +18,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from countnet.experiment import STUDY_FILE
 from tests.tune.conftest import MAIN_SEED
 from tests.tune.test_sampler import TPE_PARAMS_ATTR
+from tune.cli import installed_command, print_summary
 from tune.sampler import startup_trials
 from tune.search import make_searcher
 
@@ -150,3 +156,39 @@ def test_same_seed_same_configs(main_search) -> None:
 
     assert replay(MAIN_SEED) == sampled[:first_tpe]
     assert replay(MAIN_SEED + 1) != sampled[:first_tpe]
+
+
+def _where_next(outcome) -> dict[str, list[str]]:
+    """The summary's command lines (tensorboard, optuna-dashboard) by command name, as argv."""
+    out = io.StringIO()
+    print_summary(outcome, out=out)
+    lines = [shlex.split(line) for line in out.getvalue().splitlines()
+             if line.split(" ", 1)[0].endswith(("tensorboard", "optuna-dashboard"))]
+    return {Path(argv[0]).name: argv for argv in lines}
+
+
+def test_printed_commands_run_from_a_fresh_shell(main_search, monkeypatch) -> None:
+    """`make search` runs .venv/bin/countnet without activating .venv: the summary's commands
+    then name their full path, which a fresh shell runs; in an activated one, their bare name."""
+    _, outcome = main_search
+    scripts = sysconfig.get_path("scripts")
+    elsewhere = [d for d in os.environ["PATH"].split(os.pathsep)
+                 if d and os.path.realpath(d) != os.path.realpath(scripts)]
+    monkeypatch.setenv("PATH", os.pathsep.join(elsewhere))  # a fresh shell: .venv not on PATH
+    fresh = _where_next(outcome)
+    assert fresh["tensorboard"] == [str(Path(scripts) / "tensorboard"), "--logdir",
+                                    outcome.exp_dir]
+    assert os.access(fresh["tensorboard"][0], os.X_OK)  # installed there, so it runs as printed
+    assert fresh["optuna-dashboard"][0] == str(Path(scripts) / "optuna-dashboard")
+
+    monkeypatch.setenv("PATH", os.pathsep.join([scripts, *elsewhere]))  # `source activate`
+    assert _where_next(outcome)["tensorboard"] == ["tensorboard", "--logdir", outcome.exp_dir]
+
+
+def test_installed_command_quotes_a_path_with_spaces(monkeypatch, tmp_path) -> None:
+    scripts = tmp_path / "my env" / "bin"
+    monkeypatch.setattr(sysconfig, "get_path", lambda name: str(scripts))
+    monkeypatch.setenv("PATH", "/usr/bin")
+    assert shlex.split(installed_command("tensorboard")) == [str(scripts / "tensorboard")]
+    monkeypatch.setenv("PATH", f"/usr/bin{os.pathsep}{scripts}{os.sep}")  # a trailing slash
+    assert installed_command("tensorboard") == "tensorboard"
