@@ -32,6 +32,7 @@ DEFAULT_STORAGE = "experiments"
 EXIT_INTERRUPTED = 130  # as for Ctrl+C: the search stopped before num_samples trials finished
 MAX_RAY_VERBOSE = 2  # Ray's most verbose output (-vv)
 SMOKE_SPACE = "smoke.yaml"
+DASHBOARD_EXTRA = "dashboard"  # pyproject.toml's extra that installs optuna-dashboard
 OVERFIT_METRIC = TARGETS["overfit"]  # (metric, mode) of the target `overfit`
 # The smallest value of each numeric flag (argparse dest -> minimum), checked by `check_flags`.
 FLAG_MINIMUMS = {"num_samples": 1, "max_epochs": 1, "max_failures": 0, "confirm_seeds": 0,
@@ -293,7 +294,27 @@ def _where_next(outcome: SearchOutcome, out: Any) -> None:
     print(f"experiment: {outcome.exp_dir}", file=out)
     print(f"{installed_command('tensorboard')} --logdir {outcome.exp_dir}", file=out)
     if outcome.study:
+        if not dashboard_installed():  # an optional extra: say how to get it, as a command
+            print(f"to run optuna-dashboard, install it first: {dashboard_install()}", file=out)
         print(f"{installed_command('optuna-dashboard')} {outcome.study}", file=out)
+
+
+def dashboard_installed() -> bool:
+    """Whether optuna-dashboard is installed in this Python environment."""
+    from importlib.util import find_spec
+
+    return find_spec("optuna_dashboard") is not None
+
+
+def dashboard_install() -> str:
+    """The command that installs optuna-dashboard into this environment: the `dashboard` extra
+    of countnet's checkout when countnet runs from one (`make search`'s editable install; the
+    absolute path makes it work from any directory), else the package itself."""
+    root = Path(__file__).resolve().parent.parent
+    pip = installed_command("pip")
+    if (root / "pyproject.toml").is_file():
+        return f"{pip} install -e {shlex.quote(f'{root}[{DASHBOARD_EXTRA}]')}"
+    return f"{pip} install optuna-dashboard"
 
 
 def installed_command(name: str) -> str:

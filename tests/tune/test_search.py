@@ -15,10 +15,11 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+import tune.cli
 from countnet.experiment import STUDY_FILE
 from tests.tune.conftest import MAIN_SEED
 from tests.tune.test_sampler import TPE_PARAMS_ATTR
-from tune.cli import installed_command, print_summary
+from tune.cli import DASHBOARD_EXTRA, installed_command, print_summary
 from tune.sampler import startup_trials
 from tune.search import make_searcher
 
@@ -158,11 +159,15 @@ def test_same_seed_same_configs(main_search) -> None:
     assert replay(MAIN_SEED + 1) != sampled[:first_tpe]
 
 
-def _where_next(outcome) -> dict[str, list[str]]:
-    """The summary's command lines (tensorboard, optuna-dashboard) by command name, as argv."""
+def _summary(outcome) -> list[str]:
     out = io.StringIO()
     print_summary(outcome, out=out)
-    lines = [shlex.split(line) for line in out.getvalue().splitlines()
+    return out.getvalue().splitlines()
+
+
+def _where_next(outcome) -> dict[str, list[str]]:
+    """The summary's command lines (tensorboard, optuna-dashboard) by command name, as argv."""
+    lines = [shlex.split(line) for line in _summary(outcome)
              if line.split(" ", 1)[0].endswith(("tensorboard", "optuna-dashboard"))]
     return {Path(argv[0]).name: argv for argv in lines}
 
@@ -192,3 +197,22 @@ def test_installed_command_quotes_a_path_with_spaces(monkeypatch, tmp_path) -> N
     assert shlex.split(installed_command("tensorboard")) == [str(scripts / "tensorboard")]
     monkeypatch.setenv("PATH", f"/usr/bin{os.pathsep}{scripts}{os.sep}")  # a trailing slash
     assert installed_command("tensorboard") == "tensorboard"
+
+
+def test_a_missing_optuna_dashboard_comes_with_its_install_command(main_search,
+                                                                   monkeypatch) -> None:
+    """optuna-dashboard is an optional extra: when it is missing, the line before its command
+    is the command that installs it (the checkout's `dashboard` extra), runnable as printed."""
+    _, outcome = main_search
+    monkeypatch.setattr(tune.cli, "dashboard_installed", lambda: False)
+    lines = _summary(outcome)
+    prefix = "to run optuna-dashboard, install it first: "
+    (note,) = [i for i, line in enumerate(lines) if line.startswith(prefix)]
+    assert lines[note + 1].split()[0].endswith("optuna-dashboard")  # then the command itself
+    pip, *args = shlex.split(lines[note][len(prefix):])
+    root = Path(tune.cli.__file__).resolve().parent.parent
+    assert Path(pip).name == "pip" and args == ["install", "-e", f"{root}[{DASHBOARD_EXTRA}]"]
+    assert f'{DASHBOARD_EXTRA} = ["optuna-dashboard' in (root / "pyproject.toml").read_text()
+
+    monkeypatch.setattr(tune.cli, "dashboard_installed", lambda: True)
+    assert not any(line.startswith(prefix) for line in _summary(outcome))
