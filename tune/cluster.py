@@ -39,6 +39,17 @@ RAY_TUNE_RUN_LOGGER = "ray.tune.tune"
 # next sync copies the renamed file, so that one race is dropped; any other sync failure shows.
 RAY_SYNC_LOGGERS = ("ray.train._internal.syncer", "ray.tune.execution.experiment_state")
 SEARCHER_TMP_FILE = "-tmp-searcher-state"
+# Ray (2.5x) turns token authentication on by itself for a new local Ray when RAY_AUTH_MODE is
+# unset (writing a token to ~/.ray/auth_token if there is none), and says so at every start with
+# a WARNING, "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to
+# opt out. ...", which printed before `make search`'s own first line. Token authentication on is
+# what countnet wants, so the line asks nothing of the user: that one record is dropped while
+# countnet starts or joins Ray; Ray's other authentication messages (e.g. that it is disabled, or
+# a token is missing) still show. Setting RAY_AUTH_MODE=token here instead would not do: the
+# driver reads Ray's config when it imports ray, so the new GCS would ask for a token that the
+# driver never sends (tried with Ray 2.60: "InvalidAuthToken" until ray.init gives up).
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+AUTH_ENABLED_NOTE = "Token authentication is enabled for this Ray cluster"
 # Set by `ray job submit` in the driver: the job's config, its runtime_env included. Ray refuses
 # ray.init's runtime_env when both set one environment variable.
 RAY_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -54,6 +65,25 @@ class SearcherStateRace(logging.Filter):
         return not ("FileNotFoundError" in text and SEARCHER_TMP_FILE in text)
 
 
+class TokenAuthNote(logging.Filter):
+    """Drops Ray's note that it turned token authentication on (`AUTH_ENABLED_NOTE`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(AUTH_ENABLED_NOTE)
+
+
+@contextlib.contextmanager
+def _without_auth_note() -> Iterator[None]:
+    """`TokenAuthNote` on Ray's authentication logger while `ray.init` runs."""
+    auth_logger = logging.getLogger(RAY_AUTH_LOGGER)
+    note = TokenAuthNote()
+    auth_logger.addFilter(note)
+    try:
+        yield
+    finally:
+        auth_logger.removeFilter(note)
+
+
 class ResourceError(ConfigError):
     """A trial asks for more than any node has: it would stay PENDING forever."""
 
@@ -63,8 +93,9 @@ def connect(address: str | None, log_to_driver: bool = True) -> bool:
 
     Returns True when this call started Ray (the caller then shuts it down). An already
     initialised Ray (e.g. a test's) is reused. The embedded Ray has no dashboard; Ray's token
-    authentication is left as Ray configures it. `log_to_driver=False` keeps the workers'
-    output in Ray's log files instead of this terminal (a quiet `countnet search`).
+    authentication is left as Ray configures it (on, unless RAY_AUTH_MODE says otherwise),
+    without Ray's note that it is on (`TokenAuthNote`). `log_to_driver=False` keeps the
+    workers' output in Ray's log files instead of this terminal (a quiet `countnet search`).
     """
     # Quiet the "snapshot triggered often" warning: per-epoch checkpoints are the design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -77,14 +108,16 @@ def connect(address: str | None, log_to_driver: bool = True) -> bool:
         os.environ.update(omp_env())
         # "local": always a new single-machine Ray, never a cluster found via RAY_ADDRESS or
         # /tmp/ray/ray_current_cluster. No dashboard for an embedded run.
-        ray.init(address="local", include_dashboard=False, logging_level="WARNING",
-                 log_to_driver=log_to_driver)
+        with _without_auth_note():
+            ray.init(address="local", include_dashboard=False, logging_level="WARNING",
+                     log_to_driver=log_to_driver)
         return True
     try:
         # A cluster's workers were started by its nodes, not from here: they get the variables
         # as the job's runtime env.
-        ray.init(address=address, logging_level="WARNING", log_to_driver=log_to_driver,
-                 runtime_env={"env_vars": cluster_env_vars()})
+        with _without_auth_note():  # `auto` with a token found: Ray turns it on and says so
+            ray.init(address=address, logging_level="WARNING", log_to_driver=log_to_driver,
+                     runtime_env={"env_vars": cluster_env_vars()})
     except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
         # Without RAY_AUTH_MODE=token Ray sends no token to HOST:PORT and retries for ~35 s.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
