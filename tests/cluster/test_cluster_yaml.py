@@ -115,6 +115,10 @@ def test_project_installed_at_a_pinned_revision() -> None:
     ref = re.search(r"git\+\S+?\.git@([^\"'\s]+)", installs[0])
     assert ref, "the git URL must name a revision (...git@REV)"
     assert ref.group(1) not in ("main", "master", "HEAD")
+    # The release tag of this version (pyproject.toml), and the same in the on-premise example.
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    tags = set(re.findall(r"countnet\.git@([^\"'\s]+)", CLUSTER_YAML.read_text()))
+    assert tags == {f"v{version.group(1)}"}
 
 
 def test_cluster_runs_the_local_ray_version() -> None:
