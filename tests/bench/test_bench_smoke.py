@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -117,6 +118,24 @@ def test_run_all_lists_every_script() -> None:
                  "search_efficiency.py", "default_seeds.py", "gpu.sh"):
         assert name in out.stdout
     assert out.stdout.count("--quick") == 7  # gpu.sh has one size
+
+
+def test_readme_says_what_make_bench_runs() -> None:
+    """The README's `make bench` item names run_all's scripts, in run_all's order, as what it
+    runs, then other bench/ files to run by hand: a newcomer knows what ran and what did not."""
+    run_all = load_script("run_all")
+    text = (BENCH.parent / "README.md").read_text()
+    item = text[text.index("- `make bench`"):]
+    item = " ".join(item[:item.index("\n- ")].split())
+    ran, by_hand = item.split(" The other benches run by hand")
+    runs = ran.split(" Each prints")[0]  # "... runs eight benches ...: `data`, ... `gpu.sh` (...)."
+    assert re.findall(r"`([a-z_]+)(?:\.sh)?`", runs) == list(run_all.SCRIPTS)
+    # Those it names to run by hand, and the files named as their parts, are bench/ files that
+    # run_all does not run.
+    named = re.findall(r"`([a-z_]+)(?:\.py)?`", by_hand)
+    assert len(named) >= 6
+    for name in named:
+        assert (BENCH / f"{name}.py").is_file() and name not in run_all.SCRIPTS, name
 
 
 def test_photo_folders_hold_real_photos_whose_held_out_half_shares_nothing(tmp_path) -> None:
