@@ -2,7 +2,7 @@
 
     python bench/real_photos.py [--tiny] [--seeds 0,1,2] [--arms default,search]
                                 [--variant NAME=key=value,key=value ...] [--space FILE]
-                                [--keep DIR] [--out-dir DIR]
+                                [--threads N] [--keep DIR] [--out-dir DIR]
 
 The data (bench/photo_folder.py, scikit-image's photographs, the `photos` extra): real faces
 pasted at 8-24 px, 0-60 per 256x192 px photo, on real ground, with real non-face patches as
@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also the default crop training with these --set values (repeatable)")
     p.add_argument("--space", type=Path, default=SPACE, help="the search space (default: "
                    "search_spaces/photos-cpu.yaml)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads of every run (0: torch's default); 1 is steadier on a "
+                   "busy machine, where two threads wait for each other")
     p.add_argument("--keep", type=Path, metavar="DIR",
                    help="keep the photos, runs and bundles in DIR (default: a temporary folder)")
     p.add_argument("--out-dir", help="write the JSON here instead of bench/results")
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = dict(parse_variant(v) for v in args.variant)
     n_train, n_val, n_heldout = TINY_N if args.tiny else (TRAIN_N, VAL_N, HELDOUT_N)
     tiny = TINY_TRAIN if args.tiny else []
+    threads = ["--set", f"threads={args.threads}"] if args.threads else []
     info = machine()
     print(f"CPU {info['cpu']}, {info['cores']} cores, load average {info.get('load_avg_1m')}; "
           f"torch {info['torch']}; seeds {seeds}; arms {arms + list(variants)}", flush=True)
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 clear_cache()
                 out = root / f"{name}-seed{seed}"
                 wall = run(["train", "--out", str(out), "--force", *folder_flags(train_dir),
-                            "--set", f"seed={seed}", *extra, *tiny])
+                            "--set", f"seed={seed}", *extra, *tiny, *threads])
                 results.setdefault(name, {})[seed] = {**heldout_figures(out, heldout),
                                                       "minutes": wall / 60}
             if "search" in arms:
@@ -156,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 run(["search", "--space", str(args.space), *folder_flags(train_dir),
                      "--seed", str(seed), "--storage", str(root / "exp"), "--name",
-                     f"seed{seed}", "--export", str(bundle), "--force",
+                     f"seed{seed}", "--export", str(bundle), "--force", *threads,
                      *(TINY_SEARCH if args.tiny else [])])
                 results.setdefault("search", {})[seed] = {
                     **heldout_figures(bundle, heldout),
