@@ -35,6 +35,7 @@ or 2 is Ray's own output, as Ray prints it.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,12 +66,28 @@ from tune.trainable import train_countnet, train_countnet_overfit
 # resume from): the best epoch's checkpoint survives for `countnet export`, and so does the last
 # epoch's, which is the one exported for the overfit target (`rank_scope`).
 NUM_TO_KEEP = 1
+# Ray also forces a snapshot of the whole experiment (every trial's state and the searcher's)
+# whenever a trial has written num_to_keep checkpoints since the last snapshot: with 1, after
+# every epoch of every trial, and a snapshot's cost grows with the trials, so a large search was
+# quadratic (bench/scale.py, 1,000 trials x 1 epoch: 1,009 snapshots, a quarter of the driver's
+# time). From LARGE_SEARCH trials on Ray keeps one checkpoint more per trial (its second best),
+# and snapshots come about once per epoch of a trial, or every TUNE_GLOBAL_CHECKPOINT_S.
+LARGE_SEARCH = 100
 MAX_FAILURES = 2  # Ray restarts a crashed trial from its latest checkpoint this many times
 SPACE_COPY = "space.yaml"  # the validated space, saved with the experiment
 SQLITE = "sqlite:///"  # prefix of the study's URL; the rest is the absolute path of the file
+# SQLite waits for the disk (fsync) at every commit, and Optuna commits every sampled value and
+# every epoch's value: about 16 ms each on bench/scale.py's machine, 0.35 s of the driver per
+# 4-epoch trial, more than a 10,000-trial search's whole budget. Without the wait a commit is
+# handed to the OS: a crashed driver loses nothing; only an OS crash or power cut in the middle
+# of a write can damage the study (Ray's own experiment files are not synced either). The file
+# stays an ordinary SQLite database (no WAL files, which NFS does not support).
+SQLITE_SYNC = "PRAGMA synchronous=OFF"
 # Called with the space and the experiment directory just before the trials start (the CLI
 # prints its header line then).
 Announce = Callable[[SearchSpace, str], None]
+# A Ray Tune function trainable: called with a trial's config, reports through ray.tune.report.
+Train = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -107,7 +124,8 @@ def trial_dirname(trial: Any) -> str:
 
 def build_tuner(space: SearchSpace, storage_path: str, local_dir: Path, name: str,
                 seed: int, max_failures: int = MAX_FAILURES, verbose: int = 0,
-                progress: bool = False, sampler: Any = None) -> ray_tune.Tuner:
+                progress: bool = False, sampler: Any = None,
+                train: Train | None = None) -> ray_tune.Tuner:
     """The Tuner of one search (experiment storage_path/name); the study is local_dir/optuna.db.
 
     Args:
@@ -121,9 +139,10 @@ def build_tuner(space: SearchSpace, storage_path: str, local_dir: Path, name: st
         progress: countnet's status line per trial event on stderr.
         sampler: an Optuna sampler instead of the seeded TPE (bench/search_efficiency.py's
             random-search arm).
+        train: another trainable function instead of countnet's (`trainable`).
     """
     local_dir.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(f"{SQLITE}{local_dir / STUDY_FILE}")
+    storage = study_storage(local_dir / STUDY_FILE)
     searcher = make_searcher(space, seed, storage=storage, study_name=name, sampler=sampler)
     # ASHA; the `start_from` trials (the baseline to beat) always run all max_epochs.
     scheduler = StartFromASHA(time_attr="epoch", max_t=space.max_epochs,
@@ -131,7 +150,7 @@ def build_tuner(space: SearchSpace, storage_path: str, local_dir: Path, name: st
                               reduction_factor=space.reduction_factor,
                               starts=space.start_points())
     return ray_tune.Tuner(
-        trainable(space.cpu, space.gpu, keep_best_val=space.target == "overfit"),
+        trainable(space.cpu, space.gpu, keep_best_val=space.target == "overfit", train=train),
         param_space=space.base_config(),
         tune_config=ray_tune.TuneConfig(
             metric=space.metric, mode=space.mode, search_alg=searcher, scheduler=scheduler,
@@ -140,10 +159,40 @@ def build_tuner(space: SearchSpace, storage_path: str, local_dir: Path, name: st
         run_config=ray_tune.RunConfig(
             name=name, storage_path=storage_path, verbose=verbose,
             checkpoint_config=ray_tune.CheckpointConfig(
-                num_to_keep=NUM_TO_KEEP, checkpoint_score_attribute=space.metric,
-                checkpoint_score_order=space.mode),
+                num_to_keep=num_to_keep(space.num_samples),
+                checkpoint_score_attribute=space.metric, checkpoint_score_order=space.mode),
             failure_config=ray_tune.FailureConfig(max_failures=max_failures),
             callbacks=callbacks(space, progress)))
+
+
+def num_to_keep(num_samples: int) -> int:
+    """The best checkpoints Ray keeps per trial: NUM_TO_KEEP, one more from LARGE_SEARCH trials.
+
+    Args:
+        num_samples: the trials of the search.
+    """
+    return NUM_TO_KEEP if num_samples < LARGE_SEARCH else NUM_TO_KEEP + 1
+
+
+class UnsyncedConnection(sqlite3.Connection):
+    """A SQLite connection whose commits do not wait for the disk (SQLITE_SYNC)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.execute(SQLITE_SYNC)
+
+
+def study_storage(path: Path) -> optuna.storages.RDBStorage:
+    """The Optuna study's SQLite storage at `path`, its commits unsynced (SQLITE_SYNC).
+
+    The connection class goes through the engine's arguments, which Optuna keeps when Ray
+    pickles the searcher, so a resumed search's storage is unsynced too.
+
+    Args:
+        path: the SQLite file.
+    """
+    return optuna.storages.RDBStorage(
+        f"{SQLITE}{path}", engine_kwargs={"connect_args": {"factory": UnsyncedConnection}})
 
 
 def callbacks(space: SearchSpace, progress: bool) -> list[ray_tune.Callback]:
@@ -177,7 +226,8 @@ def make_searcher(space: SearchSpace, seed: int, storage: Any = None,
                                     points_to_evaluate=space.start_points() or None)
 
 
-def trainable(cpu: float, gpu: float, keep_best_val: bool = False) -> Any:
+def trainable(cpu: float, gpu: float, keep_best_val: bool = False,
+              train: Train | None = None) -> Any:
     """The trainable with its per-trial resources (an explicit "cpu" key, fractional gpu ok).
 
     Args:
@@ -185,15 +235,18 @@ def trainable(cpu: float, gpu: float, keep_best_val: bool = False) -> Any:
         gpu: GPUs per trial.
         keep_best_val: the target `overfit`: each checkpoint also holds the trial's
             min-val_loss epoch (`train_countnet_overfit`).
+        train: another trainable function (None: countnet's, `tune.trainable`); it gets the
+            same resources. bench/scale.py passes one that replays recorded learning curves.
     """
-    train = train_countnet_overfit if keep_best_val else train_countnet
+    if train is None:
+        train = train_countnet_overfit if keep_best_val else train_countnet
     return ray_tune.with_resources(train, {"cpu": cpu, "gpu": gpu})
 
 
 def run_search(space: SearchSpace, *, storage: str, name: str, seed: int,
                address: str | None = None, max_failures: int = MAX_FAILURES,
                verbose: int = 0, progress: bool = False, sampler: Any = None,
-               announce: Announce | None = None) -> SearchOutcome:
+               announce: Announce | None = None, train: Train | None = None) -> SearchOutcome:
     """Run a whole search and return its trials. Ray is started here unless already running.
 
     Args:
@@ -208,6 +261,8 @@ def run_search(space: SearchSpace, *, storage: str, name: str, seed: int,
         sampler: an Optuna sampler instead of the seeded TPE (None: TPE).
         announce: called with the space and the experiment directory once Ray runs and the
             search is set up, just before the first trial.
+        train: another trainable function instead of countnet's (None: `tune.trainable`'s);
+            it must report and checkpoint as that one does (bench/scale.py's replay).
     """
     storage_path, exp_dir, local_dir = experiment_location(storage, name)
     if ray_tune.Tuner.can_restore(exp_dir):
@@ -219,7 +274,7 @@ def run_search(space: SearchSpace, *, storage: str, name: str, seed: int,
     with ray_session(address, verbose):
         check_resources(space.cpu, space.gpu)
         tuner = build_tuner(space, storage_path, local_dir, name, seed, max_failures,
-                            verbose, progress, sampler)
+                            verbose, progress, sampler, train)
         _write_record(local_dir, space, seed, exp_dir)
         if announce is not None:
             announce(space, exp_dir)
