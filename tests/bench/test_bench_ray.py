@@ -64,3 +64,22 @@ def test_search_adapts_tiny(local_ray, tmp_path) -> None:
     assert all(t.config["data"] == "folder" for t in exp.trials) and run["start_trial"]
     assert [len(read_labels_csv(work / "shapes" / s / "labels.csv")) for s in ("train", "val")
             ] == [48, 16]
+
+
+@pytest.mark.slow
+def test_scale_tiny(local_ray, tmp_path) -> None:
+    """Both shapes at a tiny size: countnet's search stack with replayed trials, then its
+    report, export and TensorBoard load; every figure the issue asks for is there."""
+    result = run_tiny("scale", tmp_path)
+    assert set(result["shapes"]) == {"a", "b"}
+    for fig in result["shapes"].values():
+        shape = fig["shape"]
+        assert fig["finished"] and fig["trials"] == shape["trials"]
+        assert fig["minimum_s"] > 0 and fig["wall_s"] >= fig["minimum_s"]
+        assert 0 < fig["mean_running"] <= shape["concurrent"]
+        assert fig["suggestions"] == shape["trials"] and "10" in fig["suggest_ms_at"]
+        assert fig["progress_lines"] >= shape["trials"]  # a start and an end line per trial
+        assert fig["report_has_top_trials"] and "history.png" in fig["report_files"]
+        assert fig["exported_epoch"] >= 1  # `countnet export` loaded a replayed checkpoint
+        assert fig["tensorboard"]["runs"] == shape["trials"] and fig["tensorboard"]["tags"] > 0
+        assert fig["driver_peak_rss_mb"] > 0 and fig["experiment_mb"] > 0
