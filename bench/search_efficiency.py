@@ -71,9 +71,9 @@ def fifo_random_search(space: Any, storage: Path, name: str, seed: int) -> list[
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from tune.optuna_space import DefineByRun
     from tune.results import load_trials
     from tune.search import NUM_TO_KEEP, trainable, trial_dirname
-    from tune.space import DefineByRun
 
     searcher = OptunaSearch(space=DefineByRun(space), metric=space.metric, mode=space.mode,
                             sampler=optuna.samplers.RandomSampler(seed=seed))

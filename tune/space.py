@@ -417,14 +417,3 @@ def _positive_int(value: Any, key: str, fail: Callable) -> int:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def __getattr__(name: str) -> Any:
-    """`tune.space.DefineByRun`, now `tune.optuna_space.DefineByRun`, for two readers: the
-    tuner.pkl of an experiment started before the move names it here (Ray unpickles it on
-    `--resume`), and bench/search_efficiency.py still imports it from here."""
-    if name == "DefineByRun":
-        from tune.optuna_space import DefineByRun
-
-        return DefineByRun
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
