@@ -244,11 +244,9 @@ def test_bf16_rounding_is_its_own_term_and_the_printed_val_loss_matches(tmp_path
     assert not any("differs from the printed" in n for n in diag.notes)
 
 
-def test_weight_averaging_is_its_own_term_from_a_run_dir_and_noted_for_a_bundle(tmp_path) -> None:
-    """The default recipe evaluates an EMA of the weights: (r) uses the trained weights, so
-    f - a splits into lag (f - r) and averaging (r - t), and the rows still add up exactly."""
-    run, cfg, history = train_run(tmp_path, pool="density", ema_epochs=2.0, epochs=3,
-                                  dropout=0.3)
+def assert_averaging_is_its_own_row(run):
+    """Diagnose a run dir that evaluates averaged weights: the rows add up, (r) differs from
+    (t), and f - a splits into lag (f - r) and averaging (r - t). Returns the diagnosis."""
     diag = diagnose_path(run, samples=256, tensorboard=False)
     assert_adds_up(diag)
     m = diag.measurements
@@ -257,6 +255,15 @@ def test_weight_averaging_is_its_own_term_from_a_run_dir_and_noted_for_a_bundle(
         m["r_train_mode_trained_weights"] - m["t_train_mode"])
     assert diag.attribution["lag"] == pytest.approx(
         m["f_printed_train_loss"] - m["r_train_mode_trained_weights"])
+    return diag
+
+
+def test_weight_averaging_is_its_own_term_from_a_run_dir_and_noted_for_a_bundle(tmp_path) -> None:
+    """The default recipe evaluates an EMA of the weights: (r) uses the trained weights, so
+    f - a splits into lag (f - r) and averaging (r - t), and the rows still add up exactly."""
+    run, cfg, history = train_run(tmp_path, pool="density", ema_epochs=2.0, epochs=3,
+                                  dropout=0.3)
+    diag = assert_averaging_is_its_own_row(run)
     assert not any("averaged weights" in n for n in diag.notes)
     # A bundle holds only the averaged weights: (r) = (t), and a note says the lag row holds both.
     state = load_checkpoint(run / "checkpoints" / "last")
@@ -273,9 +280,4 @@ def test_schedule_free_average_is_the_averaging_term_and_the_rows_add_up(tmp_pat
     rows as the EMA, and the identity still holds exactly."""
     run, _, _ = train_run(tmp_path, pool="density", schedule="schedulefree", ema_epochs=0.0,
                           warmup_epochs=1.0, epochs=3, dropout=0.3)
-    diag = diagnose_path(run, samples=256, tensorboard=False)
-    assert_adds_up(diag)
-    m = diag.measurements
-    assert m["r_train_mode_trained_weights"] != m["t_train_mode"]
-    assert diag.attribution["averaging"] == pytest.approx(
-        m["r_train_mode_trained_weights"] - m["t_train_mode"])
+    assert_averaging_is_its_own_row(run)
