@@ -231,3 +231,20 @@ def test_schedule_free_refuses_an_ema_or_sgd() -> None:
         TrainConfig(schedule="schedulefree")
     with pytest.raises(ConfigError, match="schedulefree is AdamW's"):
         TrainConfig(schedule="schedulefree", ema_epochs=0.0, optimizer="sgd")
+
+
+def test_schedule_free_with_batchnorm_evaluates_statistics_of_its_average(tmp_path, tiny) -> None:
+    """BatchNorm's running statistics are re-estimated for the averaged weights before each
+    evaluation (torch's update_bn), and saved with them: a reload scores what the run printed."""
+    cfg = tiny(RUN, SCHEDULE_FREE, epochs=2, batchnorm=True)
+    history = fit(cfg, lambda m, save: save(tmp_path / "last")).history
+    model, loaded_cfg = load_model(tmp_path / "last")
+    bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    # update_bn reset the statistics and passed the 4 training batches once (training alone would
+    # have tracked 2 epochs x 4 steps = 8)
+    assert bn and all(int(m.num_batches_tracked) == 128 // 32 for m in bn)
+    splits = load_splits(loaded_cfg, torch.device("cpu"))
+    precision, layout = fast_path(model, loaded_cfg, torch.device("cpu"))
+    val = evaluate(model, splits.val_x.contiguous(memory_format=layout), splits.val_y,
+                   loaded_cfg, precision)
+    assert val["loss"] == pytest.approx(history[-1]["val_loss"], rel=1e-5)
