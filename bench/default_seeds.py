@@ -48,7 +48,7 @@ os.environ.update(omp_env())
 import torch
 
 from countnet.bundle import load_model
-from countnet.config import TrainConfig
+from countnet.config import ConfigError, TrainConfig, parse_overrides
 from countnet.datasets import clear_cache, synthetic_split
 from countnet.evaluate import score, summary
 from countnet.precision import fast_path, resolve
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     # The goals are CPU figures (bf16 or fp32-only CPU): cpu unless asked otherwise.
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a TrainConfig field changed from the default (repeatable), e.g. "
+                   "--set schedule=schedulefree --set ema_epochs=0: a candidate default")
     p.add_argument("--keep", help="keep each seed's best checkpoint under this folder")
     p.add_argument("--out-dir", help="write the JSON here instead of bench/results")
     args = p.parse_args(argv)
@@ -131,7 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/default_seeds.py: --seeds: at least one seed", file=sys.stderr)
         return 2
     overrides, n_per_set = SIZES[size]
-    base = TrainConfig(device=args.device, threads=args.threads).replace(**overrides)
+    try:
+        candidate = parse_overrides(args.set)
+        base = TrainConfig(device=args.device, threads=args.threads).replace(**overrides,
+                                                                             **candidate)
+    except ConfigError as e:
+        print(f"bench/default_seeds.py: {e}", file=sys.stderr)
+        return 2
     set_threads(base.threads)
     device = pick_device(base)
     precision = resolve(base.precision, device)
